@@ -1,0 +1,1 @@
+"""Command-line interface of clip.py: flags (with legacy aliases), YAML configs, validation."""

@@ -1,0 +1,189 @@
+"""Train and evaluate a CLIP-style two-tower model with a (global) contrastive loss.
+
+Wiring only: flags -> datasets, model, loss, optimisers -> the engine's epoch loop or evaluation.
+Run `python bimodal_exps/clip.py --help` for the flags.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+
+from cli.options import UsageError, parse_args  # noqa: E402
+from dataset.collate import TokenizingCollate  # noqa: E402
+from dataset.errors import DataError  # noqa: E402
+from dataset.image_text import ImageTextDataset  # noqa: E402
+from dataset.retrieval import RetrievalDataset  # noqa: E402
+from dataset.transforms import build_retrieval_transform, build_train_transform, build_zeroshot_transform  # noqa: E402
+from dataset.zeroshot import ZeroShotDataset, load_zeroshot_classes  # noqa: E402
+from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
+from engine.distributed import init_distributed, shutdown_distributed  # noqa: E402
+from engine.evaluation import EvalSuite  # noqa: E402
+from engine.logger import format_results_table  # noqa: E402
+from engine.optim import LRSchedule, create_optimizers  # noqa: E402
+from engine.task import ContrastiveTask  # noqa: E402
+from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
+from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
+from models.config import ModelConfig  # noqa: E402
+from models.factory import create_model, create_tokenizer  # noqa: E402
+from models.losses import LOSS_HPARAMS, build_loss  # noqa: E402
+from models.pretrained import PretrainedWeightsError  # noqa: E402
+
+USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps)
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {requested}: CUDA is not available on this machine")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_amp(args, device: torch.device) -> torch.dtype | None:
+    if not args.use_amp:
+        return None
+    if device.type != "cuda":
+        print("--use_amp: mixed precision needs CUDA; training in fp32 on", device.type)
+        return None
+    return torch.bfloat16 if args.amp_dtype == "bf16" else torch.float16
+
+
+def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
+    """Retrieval on the COCO-style JSON and zero-shot on the class folders; a missing zero-shot folder is skipped."""
+    retrieval_set = RetrievalDataset(args.val_coco_file, args.coco_image_root,
+                                     build_retrieval_transform(args.image_res), max_words=args.max_words)
+    zeroshot_set, classnames, templates = None, [], []
+    if args.zs_dataset != "none":
+        if os.path.isdir(args.zs_datafolder):
+            zeroshot_set = ZeroShotDataset(args.zs_datafolder, build_zeroshot_transform(args.image_res, args.zs_norm))
+            classnames, templates = load_zeroshot_classes(args.zs_datafolder)
+        else:
+            print(f"zero-shot folder {args.zs_datafolder} not found: skipping zero-shot evaluation")
+    return EvalSuite(tokenizer, device, retrieval_set, zeroshot_set, classnames, templates,
+                     batch_size=args.batch_size_test, zs_batch_size=args.zs_batch_size, workers=args.val_workers)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -> dict[str, float]:
+    """`--evaluate --checkpoint PATH`: build the towers from config, load weights strictly, evaluate."""
+    model_config = ModelConfig.from_args(args, pretrained=False)
+    model = create_model(model_config).to(device)
+    checkpoint = load_checkpoint(args.checkpoint)
+    load_state_strict(model, checkpoint["model"], "model", args.checkpoint)
+    evaluator = build_evaluator(args, create_tokenizer(model_config), device)
+    retrieval, zeroshot = evaluator.run(model)
+    results = {**retrieval, **zeroshot}
+    if is_main:
+        from engine.logger import append_jsonl
+        if retrieval:
+            append_jsonl(output_dir / "coco_log.txt", {**{f"val_{k}": v for k, v in retrieval.items()},
+                                                       "epoch": checkpoint.get("epoch", 0), "data": "coco"})
+        if zeroshot:
+            append_jsonl(output_dir / "zeroshot_imagenet_log.txt", zeroshot)
+        write_json(output_dir / "eval_results.json",
+                   {"checkpoint": str(args.checkpoint), "epoch": checkpoint.get("epoch"), "units": "percent",
+                    "metrics": results})
+        print(format_results_table(results))
+    return results
+
+
+def build_train_loader(args, env, tokenizer, device: torch.device):
+    """(loader, epoch setter with `set_epoch`, per-sample state size, one-line description)."""
+    dataset = ImageTextDataset(args.train_files, args.train_image_dir, build_train_transform(args.image_res),
+                               max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                 seed=args.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
+                        num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
+                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    if len(loader) == 0:
+        raise UsageError(f"{len(dataset)} training samples cannot fill one batch of --batch_size_train "
+                         f"{args.batch_size_train} × {env.world_size} process(es)")
+    return loader, sampler, dataset.num_samples, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
+
+
+def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]:
+    model_config = ModelConfig.from_args(args, pretrained=args.init_model)
+    tokenizer = create_tokenizer(model_config)
+    loader, sampler, num_samples, description = build_train_loader(args, env, tokenizer, device)
+    evaluator = build_evaluator(args, tokenizer, device)
+
+    model = create_model(model_config).to(device)
+    if args.checkpoint:
+        load_state_strict(model, load_checkpoint(args.checkpoint)["model"], "model", args.checkpoint)
+    hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
+    loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
+    task = ContrastiveTask(model, loss_fn)
+    if env.distributed:
+        task = torch.nn.parallel.DistributedDataParallel(
+            task, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
+                                   args.lr_temp_net)
+    schedule = LRSchedule(optimizers.main, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
+                          args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
+    amp_dtype = resolve_amp(args, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
+                             lr_temp_net=args.lr_temp_net, log_every=args.log_every,
+                             show_progress=args.progress and env.is_main)
+    run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
+              loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
+              args=_plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
+              eval_freq=args.eval_freq)
+    if args.resume:
+        resume(run, args.resume)
+    if env.is_main:
+        print(f"training {args.ita_type} on {description}, "
+              f"{len(loader)} iterations/epoch × {args.epochs} epochs, device {device}, world size {env.world_size}")
+    return fit(run)
+
+
+def _plain_args(args) -> dict:
+    """Args as JSON-able plain data (checkpoints must load with weights_only=True)."""
+    return json.loads(json.dumps(vars(args), default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, notes = parse_args(argv)
+        device = resolve_device(args.device)
+        env = init_distributed(args.distributed, device.type, args.world_size, args.dist_url)
+        if env.distributed and device.type == "cuda":
+            device = torch.device("cuda", env.local_rank)
+        output_dir = Path(args.output_dir)
+        if env.is_main:
+            for note in notes:
+                print(f"note: {note}")
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                write_json(output_dir / "args.json", _plain_args(args))
+            except OSError as error:
+                raise UsageError(f"--output_dir {output_dir}: cannot write ({error.strerror})") from None
+        seed_everything(args.seed + env.rank)
+        if args.evaluate:
+            evaluate_only(args, device, output_dir, env.is_main)
+        else:
+            train(args, device, env, output_dir)
+        return 0
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    warnings.filterwarnings("once")
+    sys.exit(main())

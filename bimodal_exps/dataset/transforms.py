@@ -1,0 +1,49 @@
+"""Image transforms for training, retrieval evaluation and zero-shot evaluation (spec §3.1-3.4)."""
+from typing import Literal
+
+import torchvision.transforms as T
+from torchvision.transforms import InterpolationMode
+
+from dataset.randaugment import RandomAugment
+
+# Spec §3.1 (the same values as open_clip.constants; a test checks they agree).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ZeroShotNorm = Literal["clip", "legacy"]
+_ZEROSHOT_NORMS = {"clip": (CLIP_MEAN, CLIP_STD), "legacy": (IMAGENET_MEAN, IMAGENET_STD)}
+
+
+def build_train_transform(image_res: int) -> T.Compose:
+    """Random resized crop (scale 0.5-1, bicubic), flip, RandomAugment(2, 7), CLIP normalisation."""
+    return T.Compose([
+        T.RandomResizedCrop(image_res, scale=(0.5, 1.0), interpolation=InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        RandomAugment(num_ops=2, magnitude=7),
+        T.ToTensor(),
+        T.Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+
+
+def build_retrieval_transform(image_res: int) -> T.Compose:
+    """Resize to exactly image_res x image_res (bicubic, aspect not kept), CLIP normalisation."""
+    return T.Compose([
+        T.Resize((image_res, image_res), interpolation=InterpolationMode.BICUBIC),
+        T.ToTensor(),
+        T.Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+
+
+def build_zeroshot_transform(image_res: int, norm: ZeroShotNorm = "clip") -> T.Compose:
+    """Shorter side to image_res (bilinear), centre crop; "legacy" uses the ImageNet constants."""
+    if norm not in _ZEROSHOT_NORMS:
+        raise ValueError(f"unknown zero-shot normalisation {norm!r}; choices: {sorted(_ZEROSHOT_NORMS)}")
+    mean, std = _ZEROSHOT_NORMS[norm]
+    return T.Compose([
+        T.Resize(image_res, interpolation=InterpolationMode.BILINEAR),
+        T.CenterCrop(image_res),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])

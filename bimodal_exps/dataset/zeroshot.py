@@ -1,0 +1,72 @@
+"""Zero-shot classification data: ImageNet-style class folders plus class names and prompts.
+
+`classnames.txt` (one name per line, sorted-folder order) and `templates.txt` (one `{}` prompt
+per line) beside the class folders override open_clip's ImageNet lists (design card, spec §2.5).
+"""
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
+
+from dataset.errors import DataError, missing_path_error
+from dataset.images import load_rgb
+
+CLASSNAMES_FILE = "classnames.txt"
+TEMPLATES_FILE = "templates.txt"
+IMAGENET_NUM_CLASSES = 1000
+
+
+def _class_folders(root: str | Path) -> list[str]:
+    if not os.path.isdir(root):
+        raise missing_path_error("zero-shot folder", root)
+    try:
+        return find_classes(root)[0]
+    except FileNotFoundError:
+        raise DataError(f"{root}: no class folders (expected <root>/<class_dir>/<images>)") from None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file, surrounding whitespace removed."""
+    with path.open(encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+class ZeroShotDataset(ImageFolder):
+    """Class-folder images labelled by the index of their folder in sorted order; RGB-decoded."""
+
+    def __init__(self, root: str | Path, transform: Callable | None = None) -> None:
+        _class_folders(root)
+        try:
+            super().__init__(str(root), transform=transform, loader=load_rgb)
+        except FileNotFoundError as err:
+            raise DataError(f"{root}: {err}") from None
+
+
+def load_zeroshot_classes(root: str | Path) -> tuple[list[str], list[str]]:
+    """Return (class names in sorted-folder order, prompt templates containing `{}`)."""
+    root = Path(root)
+    folders = _class_folders(root)
+    names_path, templates_path = root / CLASSNAMES_FILE, root / TEMPLATES_FILE
+    if names_path.is_file():
+        classnames = _read_lines(names_path)
+        if len(classnames) != len(folders):
+            raise DataError(f"{names_path} has {len(classnames)} names but {root} has "
+                            f"{len(folders)} class folders; give one name per folder, in sorted order")
+    else:
+        if len(folders) != IMAGENET_NUM_CLASSES:
+            raise DataError(f"{root} has {len(folders)} class folders but no {CLASSNAMES_FILE}; "
+                            f"the built-in ImageNet names need {IMAGENET_NUM_CLASSES} folders")
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # lazy: open_clip imports slowly
+        classnames = list(IMAGENET_CLASSNAMES)
+    if templates_path.is_file():
+        templates = _read_lines(templates_path)
+        bad = [template for template in templates if "{}" not in template]
+        if not templates or bad:
+            raise DataError(f"{templates_path}: every line must be a prompt containing '{{}}'"
+                            + (f", e.g. not {bad[0]!r}" if bad else " (file is empty)"))
+    else:
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+        templates = [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
+    return classnames, templates

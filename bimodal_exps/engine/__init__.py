@@ -1,0 +1,1 @@
+"""Training/evaluation engine: loops, checkpoints, optimisation, distributed set-up, logging."""

@@ -1,0 +1,125 @@
+"""`ModelConfig`: everything needed to build the two towers and the tokenizer, separate from the CLI."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+VIT_ALIAS = "vit"
+TRANSFORMER_ALIAS = "transformer"
+HF_DEFAULT_MAX_LEN = 30
+BPE_DEFAULT_MAX_LEN = 77
+
+Pretrained = bool | str
+
+_TRUE_WORDS = {"true", "yes", "1", "on", "timm", "hf"}
+_FALSE_WORDS = {"false", "no", "0", "off", "none", ""}
+
+
+def parse_pretrained(value: Pretrained | None) -> Pretrained | None:
+    """Parse a pretrained flag value: booleans (true/false, yes/no, 1/0, none; `timm`/`hf` = true) or a path.
+
+    Usable as an argparse `type=`. `None` (flag not given) stays `None`.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in _TRUE_WORDS:
+        return True
+    if text.lower() in _FALSE_WORDS:
+        return False
+    return str(Path(text).expanduser())
+
+
+def parse_kwargs(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """Parse a JSON object of extra keyword arguments (argparse `type=` for `--image_kwargs`)."""
+    if value is None:
+        return {}
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, dict):
+        raise ValueError(f"expected a JSON object of keyword arguments, got {value!r}")
+    return dict(parsed)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Two-tower model description.
+
+    image_encoder: timm model name, or `ViT` (= ViT-B/32 `vit_base_patch32_clip_224` at `image_res`).
+    text_encoder: Hugging Face model id (resolved in the local HF cache) or local directory, or
+        `Transformer` (from-scratch text transformer with open_clip's BPE tokenizer).
+    image_pretrained / text_pretrained: False = random init; True = the library's default weights from
+        the local caches; a path = a local weight file (text: also an HF model directory).
+    text_tokenizer: local HF tokenizer directory or WordPiece `vocab.txt` (HF towers; default: found
+        beside the weights or in the HF cache).
+    text_max_len: tokens per caption incl. specials; None = 30 for HF towers, `context_length` for BPE.
+    text_width / text_heads / text_layers / context_length: sizes of the from-scratch `Transformer`.
+    image_kwargs: extra keyword arguments for `timm.create_model` (e.g. `{"depth": 2}` shrinks a ViT).
+    """
+
+    image_encoder: str = "resnet50"
+    text_encoder: str = "distilbert-base-uncased"
+    embed_dim: int = 256
+    image_res: int = 256
+    image_pretrained: Pretrained = False
+    text_pretrained: Pretrained = False
+    text_tokenizer: str | None = None
+    text_max_len: int | None = None
+    text_width: int = 512
+    text_heads: int = 8
+    text_layers: int = 12
+    context_length: int = 77
+    image_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "image_res", "text_width", "text_heads", "text_layers", "context_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
+        if self.text_max_len is not None and self.text_max_len < 2:
+            raise ValueError(f"text_max_len must leave room for the start and end tokens, got {self.text_max_len}")
+        if self.uses_bpe_text and self.max_text_tokens > self.context_length:
+            raise ValueError(f"text_max_len {self.text_max_len} exceeds context_length {self.context_length}")
+
+    @property
+    def uses_bpe_text(self) -> bool:
+        """True for the from-scratch Transformer text tower (BPE tokens), False for Hugging Face towers."""
+        return self.text_encoder.lower() == TRANSFORMER_ALIAS
+
+    @property
+    def max_text_tokens(self) -> int:
+        """Tokens per caption including special tokens (the tokenizer pads and truncates to this)."""
+        if self.text_max_len is not None:
+            return self.text_max_len
+        return self.context_length if self.uses_bpe_text else HF_DEFAULT_MAX_LEN
+
+    @classmethod
+    def from_args(cls, args: Any, pretrained: bool | None = None) -> ModelConfig:
+        """Build from an argparse namespace whose attributes carry the field names.
+
+        Missing or None attributes keep the defaults. A tower's weights come from `--image_pretrained` /
+        `--text_pretrained` when given, else from `pretrained` (None = `args.init_model`): clip.py passes
+        `pretrained=False` for `--evaluate`, where the checkpoint supplies every weight.
+        """
+        values = {item.name: getattr(args, item.name) for item in fields(cls)
+                  if getattr(args, item.name, None) is not None}
+        default = bool(getattr(args, "init_model", False)) if pretrained is None else pretrained
+        for name in ("image_pretrained", "text_pretrained"):
+            explicit = parse_pretrained(values.get(name))
+            values[name] = default if explicit is None else explicit
+        if "image_kwargs" in values:
+            values["image_kwargs"] = parse_kwargs(values["image_kwargs"])
+        return cls(**values)
+
+
+def tiny_model_config(**overrides: Any) -> ModelConfig:
+    """A seconds-on-CPU model for tests and the demo.
+
+    Same as the flags `--image_encoder test_vit --image_res 64 --text_encoder Transformer --text_width 64
+    --text_heads 2 --text_layers 2 --context_length 32 --embed_dim 32`.
+    """
+    tiny = ModelConfig(image_encoder="test_vit", image_res=64, text_encoder="Transformer", text_width=64,
+                       text_heads=2, text_layers=2, context_length=32, embed_dim=32)
+    return replace(tiny, **overrides)

@@ -1,0 +1,45 @@
+"""Two-tower CLIP model: towers + linear projections to a joint space, l2-normalised outputs, no loss."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def l2_normalize(features: torch.Tensor) -> torch.Tensor:
+    """Unit-norm rows, computed in fp32 so that fp16/bf16 activations neither overflow nor lose the norm.
+
+    The result stays fp32: every consumer (losses, retrieval, zero-shot) works in fp32.
+    """
+    return F.normalize(features.float(), dim=-1)
+
+
+class CLIP(nn.Module):
+    """Image tower -> `vision_proj`, text tower -> `text_proj`, both l2-normalised to `embed_dim`.
+
+    State-dict prefixes: `visual_encoder.`, `vision_proj.`, `text_encoder.`, `text_proj.`.
+    The text tower takes the tokenizer's dict (`input_ids`, optional `attention_mask`).
+    """
+
+    def __init__(self, visual_encoder: nn.Module, text_encoder: nn.Module, image_dim: int, text_dim: int,
+                 embed_dim: int) -> None:
+        super().__init__()
+        self.visual_encoder = visual_encoder
+        self.vision_proj = nn.Linear(image_dim, embed_dim)
+        self.text_encoder = text_encoder
+        self.text_proj = nn.Linear(text_dim, embed_dim)
+        self.embed_dim = embed_dim
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] images -> [B, embed_dim] unit vectors (fp32)."""
+        return l2_normalize(self.vision_proj(self.visual_encoder(images)))
+
+    def encode_text(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Tokenizer output -> [B, embed_dim] unit vectors (fp32)."""
+        return l2_normalize(self.text_proj(self.text_encoder(tokens)))
+
+    def forward(self, images: torch.Tensor, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image_features, text_features), both [B, embed_dim] and l2-normalised."""
+        return self.encode_image(images), self.encode_text(tokens)

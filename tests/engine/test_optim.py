@@ -1,0 +1,84 @@
+"""Learning-rate schedules and optimiser parameter groups."""
+import math
+
+import pytest
+import torch
+
+from engine.optim import LRSchedule, create_optimizers, tempnet_lr
+
+
+def make_optimizer(lr=2e-4):
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+
+
+def test_legacy_schedule_matches_the_references_worked_example():
+    """pipeline §5.6: E=30, W=5, L=2e-4, Lw=1e-5, Lmin=1e-6."""
+    opt = make_optimizer()
+    schedule = LRSchedule(opt, "legacy", "cosine", epochs=30, steps_per_epoch=1000, lr_min=1e-6, warmup_lr=1e-5,
+                          warmup_epochs=5)
+    schedule.start_epoch(0)
+    seen = []
+    for iteration in range(1000):
+        seen.append(opt.param_groups[0]["lr"])
+        schedule.after_step(0, iteration)
+    assert seen[0] == pytest.approx(1e-5) and seen[100] == pytest.approx(1e-5)  # iterations 0..100 at Lw
+    for block, expected in enumerate([4.8e-5, 8.6e-5, 1.24e-4, 1.62e-4, 2e-4]):
+        assert seen[101 + 100 * block] == pytest.approx(expected), block
+    assert seen[999] == pytest.approx(2e-4)
+    for epoch in (1, 15, 29):
+        schedule.start_epoch(epoch)
+        expected = 1e-6 + (2e-4 - 1e-6) * (1 + math.cos(math.pi * epoch / 30)) / 2
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.55e-6, rel=1e-2)
+
+
+def test_legacy_warmup_is_cut_short_by_a_short_first_epoch():
+    opt = make_optimizer()
+    schedule = LRSchedule(opt, "legacy", "cosine", 3, steps_per_epoch=150, lr_min=0.0, warmup_lr=1e-5,
+                          warmup_epochs=5)
+    schedule.start_epoch(0)
+    for iteration in range(150):
+        schedule.after_step(0, iteration)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 + (2e-4 - 1e-5) / 5)
+    schedule.start_epoch(1)  # jumps onto the cosine
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-4 * (1 + math.cos(math.pi / 3)) / 2)
+
+
+def test_step_schedule_warms_up_linearly_then_decays_per_iteration():
+    opt = make_optimizer()
+    schedule = LRSchedule(opt, "step", "cosine", epochs=2, steps_per_epoch=10, lr_min=0.0, warmup_lr=0.0,
+                          warmup_steps=5)
+    lrs = []
+    for epoch in range(2):
+        schedule.start_epoch(epoch)
+        for iteration in range(10):
+            lrs.append(opt.param_groups[0]["lr"])
+            schedule.after_step(epoch, iteration)
+    assert lrs[:6] == pytest.approx([0.0, 4e-5, 8e-5, 1.2e-4, 1.6e-4, 2e-4])
+    assert all(a > b for a, b in zip(lrs[5:], lrs[6:]))  # strictly decreasing after warm-up
+    assert lrs[10] == pytest.approx(2e-4 * (1 + math.cos(math.pi * 5 / 15)) / 2)  # cosine over 15 steps
+
+
+class _LossWithTemperature(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(torch.zeros(()))
+        self.temp_gen = torch.nn.Linear(2, 2)
+
+    def param_groups(self):
+        return [{"params": [self.log_scale], "weight_decay": 0.0, "optimizer": "main"},
+                {"params": list(self.temp_gen.parameters()), "weight_decay": 0.0, "optimizer": "tempnet"}]
+
+
+def test_weight_decay_skips_biases_norms_and_loss_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    loss = _LossWithTemperature()
+    optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.02, lr_temp_net=3e-5)
+    decay_of = {id(p): g["weight_decay"] for g in optimizers.main.param_groups for p in g["params"]}
+    assert decay_of[id(model[0].weight)] == 0.02
+    assert decay_of[id(model[0].bias)] == 0.0 and decay_of[id(model[1].weight)] == 0.0
+    assert decay_of[id(loss.log_scale)] == 0.0
+    assert id(loss.temp_gen.weight) not in decay_of
+    assert isinstance(optimizers.tempnet, torch.optim.Adam)
+    assert optimizers.tempnet.param_groups[0]["lr"] == 3e-5
+    assert tempnet_lr(3e-5, 2) == pytest.approx(3e-5 * 0.81)

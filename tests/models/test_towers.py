@@ -1,0 +1,107 @@
+"""Towers and the two-tower model: output shapes, unit norm, state-dict layout, tiny configs only."""
+import pytest
+import torch
+from transformers import DistilBertConfig
+
+from models.config import ModelConfig, tiny_model_config
+from models.factory import create_model, create_tokenizer
+from models.image_tower import VIT_B32, create_image_tower, image_output_dim, resolve_image_encoder
+from models.model_clip import l2_normalize
+from models.text_tower import BPE_VOCAB_SIZE, HFTextEncoder, create_hf_tower, load_text_config
+
+CAPTIONS = ["a photo of a cat", "two dogs playing in the snow", "a red car"]
+
+
+def _check_features(features: torch.Tensor, batch: int, dim: int) -> None:
+    assert features.shape == (batch, dim) and features.dtype == torch.float32
+    torch.testing.assert_close(features.norm(dim=-1), torch.ones(batch))
+
+
+@pytest.fixture
+def tiny_hf_dir(tmp_path):
+    """A local directory holding a tiny DistilBERT config (no weights)."""
+    DistilBertConfig(vocab_size=200, dim=48, hidden_dim=96, n_layers=2, n_heads=2).save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("image_encoder, image_res", [("test_resnet", 64), ("test_vit", 96)])
+def test_timm_image_towers_and_bpe_text(image_encoder, image_res, no_network):
+    cfg = tiny_model_config(image_encoder=image_encoder, image_res=image_res)
+    model = create_model(cfg).eval()
+    tokens = create_tokenizer(cfg)(CAPTIONS)
+    image_features, text_features = model(torch.randn(3, 3, image_res, image_res), tokens)
+    _check_features(image_features, 3, cfg.embed_dim)
+    _check_features(text_features, 3, cfg.embed_dim)
+
+
+def test_vit_is_built_at_the_requested_resolution():
+    tower = create_image_tower("test_vit", 96)  # timm default 160
+    assert tower.patch_embed.img_size == (96, 96)
+    assert tower(torch.randn(1, 3, 96, 96)).shape == (1, image_output_dim(tower))
+
+
+def test_vit_alias_is_clip_style_b32_and_can_be_shrunk():
+    assert resolve_image_encoder("ViT") == VIT_B32
+    tower = create_image_tower("ViT", 64, extra_kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2})
+    assert tower.pos_embed.shape == (1, 1 + 2 * 2, 32)  # 64 / 32 = 2 patches a side, plus the class token
+    assert tower(torch.randn(2, 3, 64, 64)).shape == (2, 32)
+
+
+def test_image_output_dim_follows_the_pooled_head():
+    tower = create_image_tower("mobilenetv3_small_050", 64)  # 288 channels pooled, then a 1024-d head layer
+    assert tower(torch.randn(1, 3, 64, 64)).shape == (1, image_output_dim(tower)) == (1, 1024)
+
+
+def test_unknown_image_encoder_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown image encoder 'resnet_5O'"):
+        create_image_tower("resnet_5O", 64)
+
+
+def test_hf_tower_from_local_config_is_random_and_sized_by_config(tiny_hf_dir, no_network):
+    tower = create_hf_tower(tiny_hf_dir, pretrained=False).eval()
+    assert isinstance(tower, HFTextEncoder) and tower.num_features == 48
+    ids = torch.randint(0, 200, (2, 7))
+    pooled = tower({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    hidden = tower.transformer(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(pooled, hidden[:, 0])
+
+
+def test_hf_clip_model_projects_cls_features(tiny_hf_dir, no_network):
+    cfg = ModelConfig(image_encoder="test_resnet", image_res=64, text_encoder=tiny_hf_dir, embed_dim=16)
+    model = create_model(cfg).eval()
+    assert model.text_proj.in_features == 48 and model.vision_proj.in_features == 96
+    ids = torch.randint(0, 200, (4, 30))
+    _check_features(model.encode_text({"input_ids": ids, "attention_mask": torch.ones_like(ids)}), 4, 16)
+
+
+def test_default_text_encoder_config_is_available_offline(empty_caches):
+    config = load_text_config("distilbert-base-uncased")
+    assert (config.model_type, config.hidden_size, config.n_layers, config.vocab_size) == ("distilbert", 768, 6, 30522)
+
+
+def test_bpe_text_tower_pools_at_eot_with_causal_mask():
+    cfg = tiny_model_config()
+    model = create_model(cfg).eval()
+    tokens = create_tokenizer(cfg)(["a cat"])
+    transformer = model.text_encoder.transformer
+    assert transformer.token_embedding.num_embeddings == BPE_VOCAB_SIZE == create_tokenizer(cfg).vocab_size
+    assert transformer.attn_mask.shape == (cfg.context_length, cfg.context_length)
+    assert transformer.text_projection is None and model.text_proj.in_features == cfg.text_width
+    changed = tokens["input_ids"].clone()
+    eot = int(changed.argmax())
+    changed[0, eot + 1] = 320  # a token after EOT cannot influence the EOT position (causal mask)
+    torch.testing.assert_close(model.text_encoder(tokens), model.text_encoder({"input_ids": changed}))
+
+
+def test_state_dict_prefixes():
+    model = create_model(tiny_model_config())
+    prefixes = {key.split(".")[0] for key in model.state_dict()}
+    assert prefixes == {"visual_encoder", "vision_proj", "text_encoder", "text_proj"}
+    assert model.vision_proj.weight.shape == (32, 64) and model.text_proj.weight.shape == (32, 64)
+
+
+def test_normalisation_is_fp32_for_low_precision_activations():
+    features = torch.full((2, 8), 300.0, dtype=torch.float16)  # squared norm 720,000 overflows fp16
+    normalised = l2_normalize(features)
+    assert normalised.dtype == torch.float32
+    torch.testing.assert_close(normalised.norm(dim=-1), torch.ones(2))
