@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -24,10 +25,12 @@ from dataset.retrieval import RetrievalDataset  # noqa: E402
 from dataset.transforms import build_retrieval_transform, build_train_transform, build_zeroshot_transform  # noqa: E402
 from dataset.zeroshot import ZeroShotDataset, load_zeroshot_classes  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
-from engine.distributed import init_distributed, shutdown_distributed  # noqa: E402
+from engine.distributed import (DistEnv, DistributedSetupError, abort_process, init_distributed,  # noqa: E402
+                                local_device, shutdown_distributed, silence_non_main)
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import format_results_table  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
+from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
@@ -36,7 +39,8 @@ from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.losses import LOSS_HPARAMS, build_loss  # noqa: E402
 from models.pretrained import PretrainedWeightsError  # noqa: E402
 
-USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps)
+USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps,
+               DistributedSetupError)
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -99,9 +103,25 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     return results
 
 
+def train_transform(args):
+    """`--train_transform`: the random training augmentation, or the deterministic retrieval resize."""
+    if args.train_transform == "deterministic":
+        return build_retrieval_transform(args.image_res)
+    return build_train_transform(args.image_res)
+
+
 def build_train_loader(args, env, tokenizer, device: torch.device):
     """(loader, epoch setter with `set_epoch`, per-sample state size, one-line description)."""
-    dataset = ImageTextDataset(args.train_files, args.train_image_dir, build_train_transform(args.image_res),
+    if args.dataset_type == "webdataset":
+        from dataset.webdataset_loader import WebDatasetSpec, create_webdataset_loader  # imports webdataset
+        spec = WebDatasetSpec(args.train_data, args.train_num_samples, args.batch_size_train, args.data_size,
+                              seed=args.seed, rank=env.rank, world_size=env.world_size, workers=args.workers,
+                              resampled=args.dataset_resampled, pin_memory=device.type == "cuda")
+        loader, epoch, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
+        size_from = "--data_size" if args.data_size else "the shards' max key + 1"
+        return loader, epoch, state_size, (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
+                                           f"state size {state_size} ({size_from})")
+    dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
                                max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                  seed=args.seed, drop_last=True)
@@ -124,20 +144,22 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint)["model"], "model", args.checkpoint)
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
+    hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
         task = torch.nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
     optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
                                    args.lr_temp_net)
     schedule = LRSchedule(optimizers.main, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
                           args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    stop_signal = StopSignal().install()
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
                              lr_temp_net=args.lr_temp_net, log_every=args.log_every,
-                             show_progress=args.progress and env.is_main)
+                             show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
               args=_plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
@@ -147,7 +169,10 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     if env.is_main:
         print(f"training {args.ita_type} on {description}, "
               f"{len(loader)} iterations/epoch × {args.epochs} epochs, device {device}, world size {env.world_size}")
-    return fit(run)
+    try:
+        return fit(run)
+    finally:
+        stop_signal.uninstall()
 
 
 def _plain_args(args) -> dict:
@@ -156,12 +181,22 @@ def _plain_args(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run clip.py. Exit status: 0 done, 1 error, 128 + N stopped by signal N (checkpoint_last.pth written).
+
+    A failing rank of a distributed job ends at once instead of waiting for peers blocked in a collective:
+    they fail at their next collective (gloo) or are stopped by the launcher (torchrun, srun -K), and
+    `--dist_timeout` bounds the rest.
+    """
+    env = DistEnv()
+    requeue = False
     try:
         args, notes = parse_args(argv)
+        requeue = args.requeue_on_preempt
         device = resolve_device(args.device)
-        env = init_distributed(args.distributed, device.type, args.world_size, args.dist_url)
-        if env.distributed and device.type == "cuda":
-            device = torch.device("cuda", env.local_rank)
+        env = init_distributed(args.distributed, device.type, args.world_size, args.dist_url, 60.0 * args.dist_timeout)
+        if env.distributed:
+            device = local_device(env, device.type)
+            silence_non_main(env)
         output_dir = Path(args.output_dir)
         if env.is_main:
             for note in notes:
@@ -176,12 +211,25 @@ def main(argv: list[str] | None = None) -> int:
             evaluate_only(args, device, output_dir, env.is_main)
         else:
             train(args, device, env, output_dir)
-        return 0
+        code = 0
+    except Preempted as stop:
+        code = stop.exit_code
+        if env.is_main:
+            print(f"{stop}; exiting with status {code}" + (f" ({requeue_slurm_job()})" if requeue else ""),
+                  flush=True)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown_distributed()
+        code = 1
+    except Exception:
+        if not env.distributed:
+            raise
+        print(f"rank {env.rank}: unhandled error; ending this process", file=sys.stderr)
+        traceback.print_exc()
+        code = 1
+    if code == 1 and env.distributed:
+        abort_process(code)
+    shutdown_distributed()
+    return code
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from tqdm import tqdm
 
+from engine.distributed import world
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers, tempnet_lr
+from engine.preemption import Preempted
 
 
 @dataclass
@@ -23,6 +25,7 @@ class StepConfig:
     log_every: int = 50
     show_progress: bool = True
     max_consecutive_skips: int = 100
+    stop_signal: Callable[[], int] | None = None  # asked at every step boundary; non-zero: stop (preemption)
 
 
 class TooManySkippedSteps(RuntimeError):
@@ -35,6 +38,14 @@ def _to_device(batch, device: torch.device):
     return (images.to(device, non_blocking=non_blocking),
             {k: v.to(device, non_blocking=non_blocking) for k, v in tokens.items()},
             pair_ids.to(device, non_blocking=non_blocking))
+
+
+def _finite_on_every_rank(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on all ranks: every rank must take the same skip decision (no DDP hang)."""
+    finite = torch.isfinite(loss.detach()).float()
+    if world()[1] > 1:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimizers, schedule: LRSchedule,
@@ -52,13 +63,15 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
                     mininterval=1.0)
     samples, start = 0, time.perf_counter()
     for iteration, batch in enumerate(progress):
+        if config.stop_signal is not None and (signum := config.stop_signal()):
+            raise Preempted(signum, epoch, iteration)
         images, tokens, ids = _to_device(batch, config.device)
         with torch.autocast(config.device.type, dtype=config.amp_dtype or torch.float32,
                             enabled=config.amp_dtype is not None):
             out = task(images, tokens, ids)
         for opt in optimizers.all():
             opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(out.loss):
+        if not _finite_on_every_rank(out.loss):
             skipped += 1
             consecutive_skips += 1
             if consecutive_skips >= config.max_consecutive_skips:

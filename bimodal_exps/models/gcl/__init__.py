@@ -1,0 +1,1 @@
+"""Global contrastive losses: one shared GCL core (estimator, state, collectives) and thin loss classes."""

@@ -1,0 +1,50 @@
+"""CLIP / InfoNCE (losses spec §2)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Batch, ContrastiveLoss, LossOutput
+
+LEARNABLE_TEMP_RANGE = (0.001, 0.5)
+
+
+class CLIPLoss(ContrastiveLoss):
+    """½·[CE(image→text) + CE(text→image)] with the positive in a B-candidate normaliser.
+    Paper: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (ICML'21).
+
+    The temperature is fixed (`temp`) or, with `learnable_temp`, the parameter log τ (no weight
+    decay) clamped to [0.001, 0.5] before every forward, i.e. after the previous optimiser step.
+    """
+
+    def __init__(self, temp: float = 0.01, learnable_temp: bool = False) -> None:
+        super().__init__()
+        lo, hi = LEARNABLE_TEMP_RANGE
+        if temp <= 0.0:
+            raise ValueError(f"temp must be positive, got {temp}")
+        self.learnable_temp = learnable_temp
+        if learnable_temp:
+            self.log_temp = nn.Parameter(torch.tensor(math.log(min(max(temp, lo), hi))))
+        else:
+            self.temp = float(temp)
+
+    def param_groups(self) -> list[dict]:
+        if not self.learnable_temp:
+            return []
+        return [{"params": [self.log_temp], "weight_decay": 0.0, "optimizer": "main"}]
+
+    def _compute(self, batch: Batch) -> LossOutput:
+        if self.learnable_temp:
+            with torch.no_grad():
+                self.log_temp.clamp_(*(math.log(v) for v in LEARNABLE_TEMP_RANGE))
+            tau = self.log_temp.to(batch.img.dtype).exp()
+        else:
+            tau = batch.img.new_full((), self.temp)
+        logits_img = batch.img @ batch.all_txt.T / tau
+        logits_txt = batch.txt @ batch.all_img.T / tau
+        loss = 0.5 * (F.cross_entropy(logits_img, batch.pos_col) + F.cross_entropy(logits_txt, batch.pos_col))
+        t = tau.detach()
+        return LossOutput(loss, {"tau_img": t, "tau_txt": t, "objective": loss.detach()})

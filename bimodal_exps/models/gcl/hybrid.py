@@ -1,0 +1,106 @@
+"""HybridSogCLR, corrected definition (losses spec §7.3) and its reference-parity mode (§7.1)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+from . import collectives
+from .base import Batch, GCLLoss, LossOutput
+from .estimator import NORMALIZERS, Normaliser
+from .regularizers import off_diagonal_cov, variance_hinge
+
+HYBRID_STD = ("unbiased", "population")
+PARITY_SLOTS = 8192            # HYB aliases every id ≥ 8191 onto slot 8191
+PARITY_LOG_CAP = math.log(1e3)  # HYB caps exp(·) at 1e3
+PARITY_REG_WEIGHT = 0.1         # weight of HYB's "covariance" and "difficulty" terms
+
+
+@torch.no_grad()
+def global_similarity_std(h: Tensor, pos: Tensor, unbiased: bool) -> Tensor:
+    """Std of all B² entries of the global cosine matrix S = h + pos from this rank's rows.
+
+    Two passes over row statistics (Σ_j h_ij, Σ_j h_ij²), so no extra [b, B] tensor is formed.
+    """
+    cols = h.shape[1]
+    pos = pos.squeeze(1)
+    row_sum, row_sq = h.sum(dim=1), torch.linalg.vector_norm(h, dim=1).square()
+    total = collectives.all_reduce_sum(torch.stack([row_sum.sum() + cols * pos.sum(), h.new_full((), float(h.numel()))]))
+    mean, n = total[0] / total[1], total[1]
+    centred = pos - mean
+    sq = collectives.all_reduce_sum((row_sq + 2.0 * centred * row_sum + cols * centred.square()).sum())
+    return torch.sqrt(sq / (n - 1 if unbiased else n))
+
+
+class HybridSogCLRLoss(GCLLoss):
+    """SogCLR at the adaptive global temperature τ_t = τ₀·(1 + tanh σ_t), σ_t the std of the batch cosine matrix.
+    Paper: HybridSogCLR (seed-000 project, losses spec §7), on SogCLR (Yuan et al., ICML'22).
+
+    Optional VICReg terms on both modalities (off by default): std_coeff·Σ_m mean_k relu(1/√d − √(Var_k + 1e-4))
+    + cov_coeff·Σ_m C(X_m). `hybrid_parity` reproduces the reference: positive-included normaliser, exp
+    capped at 1e3, epoch-0 warm start, 8192 aliased state slots, the Base scale ½·(B−1)/(B·τ_t) and its
+    +0.1·Σ_m mean_k Var_k and difficulty terms.
+    """
+
+    def __init__(self, num_samples: int, tau_init: float = 0.01, sogclr_gamma: float = 0.8,
+                 gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
+                 state_init: str = "first_visit", gcl_normalizer: str = "negatives", cov_coeff: float = 0.0,
+                 std_coeff: float = 0.0, hybrid_parity: bool = False, hybrid_std: str = "unbiased") -> None:
+        if hybrid_parity:
+            state_init, gcl_normalizer = "epoch0", "positive_included"
+        super().__init__(num_samples, {"log_u_img": -math.inf, "log_u_txt": -math.inf}, sogclr_gamma,
+                         gamma_schedule, gamma_decay_epochs, state_init)
+        if tau_init <= 0.0:
+            raise ValueError(f"tau_init must be positive, got {tau_init}")
+        if gcl_normalizer not in NORMALIZERS or hybrid_std not in HYBRID_STD:
+            raise ValueError(f"gcl_normalizer must be one of {NORMALIZERS}, hybrid_std one of {HYBRID_STD}")
+        self.tau0 = float(tau_init)
+        self.gcl_normalizer = gcl_normalizer
+        self.cov_coeff, self.std_coeff = float(cov_coeff), float(std_coeff)
+        self.parity = hybrid_parity
+        self.unbiased_std = hybrid_std == "unbiased"
+
+    def _compute(self, batch: Batch) -> LossOutput:
+        if self.parity:
+            batch = dataclasses.replace(batch, ids=batch.ids.clamp(max=min(self.num_samples, PARITY_SLOTS) - 1))
+        h_img, h_txt = batch.differences()
+        pos = (batch.img * batch.txt).sum(dim=1, keepdim=True)
+        sigma = global_similarity_std(h_img.detach(), pos.detach(), self.unbiased_std)
+        tau_t = self.tau0 * (1.0 + torch.tanh(sigma))
+        tau = tau_t.expand(h_img.shape[0])
+        norm, gamma = Normaliser.named(self.gcl_normalizer, batch.size), self.gamma
+        cap = PARITY_LOG_CAP if self.parity else None
+        d_img = self.direction(h_img, batch, tau, "log_u_img", norm, gamma, cap)
+        d_txt = self.direction(h_txt, batch, tau, "log_u_txt", norm, gamma, cap)
+        skipped = self.write(batch.ids, {"log_u_img": d_img.log_u, "log_u_txt": d_txt.log_u})
+        base = d_img.surrogate(h_img).mean() + d_txt.surrogate(h_txt).mean()
+        if self.parity:
+            loss = 0.5 * (batch.size - 1) / (batch.size * tau_t) * base + self._parity_terms(batch, h_img + pos, tau_t)
+        else:
+            loss = base + self._vicreg(batch)
+        stats = {"tau_img": tau_t, "tau_txt": tau_t, "sim_std": sigma, "gamma": tau_t.new_full((), gamma),
+                 "objective": tau_t * (d_img.log_u.mean() + d_txt.log_u.mean()), "nonfinite": skipped}
+        return LossOutput(loss, stats)
+
+    def _vicreg(self, batch: Batch) -> Tensor | float:
+        reg = 0.0
+        feats = (batch.all_img, batch.all_txt)
+        if self.cov_coeff:
+            reg = reg + self.cov_coeff * sum(off_diagonal_cov(x) for x in feats)
+        if self.std_coeff:
+            target = 1.0 / math.sqrt(batch.img.shape[1])
+            reg = reg + self.std_coeff * sum(variance_hinge(x, target) for x in feats)
+        return reg
+
+    @staticmethod
+    def _parity_terms(batch: Batch, sim_img: Tensor, tau_t: Tensor) -> Tensor:
+        """HYB's +0.1·Σ_m mean_k Var_k(X_m) and +0.1·Δ, Δ = −mean_ij(S_ij/τ_t·a_i·c_j) (local rows of Δ)."""
+        var = batch.all_img.var(dim=0).mean() + batch.all_txt.var(dim=0).mean()
+        with torch.no_grad():
+            a = torch.softmax((batch.all_img - batch.all_img.mean(dim=0)).norm(dim=1), dim=0)
+            c = torch.softmax((batch.all_txt - batch.all_txt.mean(dim=0)).norm(dim=1), dim=0)
+        a_local = a[batch.pos_col]
+        difficulty = -(a_local * ((sim_img / tau_t) @ c)).sum() * batch.world / batch.size ** 2
+        return PARITY_REG_WEIGHT * (var + difficulty)

@@ -1,0 +1,167 @@
+"""Loss registry: `--ita_type` names (decision D1), hyper-parameter flags and `build_loss`.
+
+The CLI generates its loss flags from `LOSS_HPARAMS` (defaults and help live here only) and warns
+about explicitly set flags outside `used_hparams(ita_type)`. A default of None means "the loss's own
+default" (e.g. `temp` is 0.01 for CLIP/SogCLR and 0.07 for FastCLIP). The math lives in `models.gcl`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from models.gcl.base import ContrastiveLoss, GCLLoss, LossOutput
+from models.gcl.clip_loss import CLIPLoss
+from models.gcl.estimator import NORMALIZERS, STATE_INITS
+from models.gcl.fastclip import V3_TAU_GRADS, FastCLIPLoss
+from models.gcl.hybrid import HYBRID_STD, HybridSogCLRLoss
+from models.gcl.isogclr import ISogCLRLoss, TempNetLoss
+from models.gcl.schedules import ETA_COSINE_KINDS, ETA_SCHEDULES, GAMMA_SCHEDULES
+from models.gcl.sogclr import InfoSogCLRLoss, SogCLRLoss
+from models.gcl.tempnet import TEMPNET_DESIGNS
+
+__all__ = ["ITA_TYPES", "LOSS_HPARAMS", "LossHParam", "LossOutput", "ContrastiveLoss", "GCLLoss",
+           "build_loss", "used_hparams"]
+
+
+@dataclass(frozen=True)
+class LossHParam:
+    """One loss flag: argparse type, default (None = the loss's own default), help, optional choices."""
+
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+LOSS_HPARAMS: dict[str, LossHParam] = {
+    "temp": LossHParam(float, None, "temperature τ: fixed for clip/sogclr/sogclr_mine (default 0.01), initial "
+                                    "value for fastclip_v0/v3 and constant for fastclip_v1 (default 0.07)"),
+    "learnable_temp": LossHParam(bool, False, "clip: learn log τ (no weight decay, clamped to [0.001, 0.5])"),
+    "sogclr_gamma": LossHParam(float, None, "γ, weight of the new batch estimate in the moving average "
+                                            "(γ_min of the cosine schedule); default 0.8, fastclip 0.2"),
+    "gamma_schedule": LossHParam(str, None, "γ schedule by epoch: constant, or cosine from 1 at epoch 0 to "
+                                            "sogclr_gamma at gamma_decay_epochs (default constant, fastclip cosine)",
+                                 GAMMA_SCHEDULES),
+    "gamma_decay_epochs": LossHParam(int, None, "epochs of the cosine γ decay (default: half of the epochs)"),
+    "state_init": LossHParam(str, "first_visit", "initial moving average: first_visit (u = ĝ on a sample's first "
+                                                 "visit), zero (u = 0) or epoch0 (u = ĝ throughout epoch 0)",
+                             STATE_INITS),
+    "gcl_normalizer": LossHParam(str, "negatives", "normaliser of ĝ: negatives only, or positive_included "
+                                                   "(ISOG reference parity; HybridSogCLR parity)", NORMALIZERS),
+    "tau_init": LossHParam(float, None, "initial per-sample τ (isogclr 0.01, fastclip_v2 0.03); "
+                                        "hybrid: base temperature τ₀ (0.01)"),
+    "rho_init": LossHParam(float, None, "DRO radius ρ for both modalities (overridden by --rho, --rho_I/--rho_T)"),
+    "rho": LossHParam(float, None, "ρ for both modalities (default: isogclr 6.0, tempnet 7.0, "
+                                   "fastclip_v2 7.0, fastclip_v3 6.5)"),
+    "rho_I": LossHParam(float, None, "ρ of the image anchors (most specific flag wins)"),
+    "rho_T": LossHParam(float, None, "ρ of the text anchors (most specific flag wins)"),
+    "eta_init": LossHParam(float, 0.03, "step size η of the per-sample τ update of iSogCLR"),
+    "eta_sched": LossHParam(str, "const", "schedule of η by epoch", ETA_SCHEDULES),
+    "eta_min": LossHParam(float, 1e-4, "final η of the cosine/exp schedules"),
+    "eta_exp_gamma": LossHParam(float, 0.8, "decay factor κ of the exp η schedule"),
+    "eta_cosine": LossHParam(str, "quarter", "cosine η shape: quarter (reference) or half", ETA_COSINE_KINDS),
+    "eta_exp_parity": LossHParam(bool, False, "exp η schedule with the reference's exponent epoch−1"),
+    "beta_u": LossHParam(float, 0.9, "weight of the new clipped τ-gradient in iSogCLR's momentum"),
+    "tau_min": LossHParam(float, None, "lower bound of τ (isogclr/tempnet 0.005, fastclip_v2 0.01)"),
+    "tau_max": LossHParam(float, None, "upper bound of τ (isogclr/tempnet 0.05, fastclip_v2 1.0)"),
+    "cov_coeff": LossHParam(float, None, "weight of the off-diagonal covariance penalty on both modalities "
+                                         "(sogclr_mine 1.0, hybrid 0.0)"),
+    "std_coeff": LossHParam(float, None, "weight of the variance hinge on both modalities (sogclr_mine 0.0, "
+                                         "sogclr_v2_mine 5.0, hybrid 0.0); always active on unit-norm features"),
+    "info_alpha": LossHParam(str, "0", "InfoSogCLR positive mass α in [0, 1), or 'batch' for α = 1/B "
+                                       "(InfoNCE parity)"),
+    "hybrid_parity": LossHParam(bool, False, "hybrid: reproduce the HYB reference (capped weights, 8192 state "
+                                             "slots, epoch0, positive included, its C and Δ terms)"),
+    "hybrid_std": LossHParam(str, "unbiased", "hybrid: std estimator of the adaptive temperature", HYBRID_STD),
+    "tempnet_design": LossHParam(str, "tnet", "TempNet architecture: tnet (TempNet paper) or dtn (DistTempNet "
+                                              "design 3)", TEMPNET_DESIGNS),
+    "tempnet_protos": LossHParam(int, 256, "number of TempNet prototypes M"),
+    "tempnet_dropout": LossHParam(float, 0.5, "dropout of the TempNet projection (train mode only)"),
+    "tempnet_proto_init": LossHParam(bool, True, "initialise TempNet prototypes from the first global batch "
+                                                 "(other modality)"),
+    "lr_tau": LossHParam(float, 0.0133, "fastclip_v2: step size of the per-sample Adam-like τ rule"),
+    "tau_beta1": LossHParam(float, 0.9, "fastclip_v2: β1 of the per-sample τ rule (0 during epoch 0)"),
+    "tau_beta2": LossHParam(float, 0.999, "fastclip_v2: β2 of the per-sample τ rule (0 during epoch 0)"),
+    "tau_eps": LossHParam(float, 1e-8, "fastclip_v2: eps of the per-sample τ rule"),
+    "v3_tau_grad": LossHParam(str, "reference", "fastclip_v3 τ-gradient: reference (E_w term counted twice, "
+                                                "as tuned upstream) or consistent", V3_TAU_GRADS),
+}
+
+_GCL = ("sogclr_gamma", "gamma_schedule", "gamma_decay_epochs", "state_init")
+_RHO = ("rho_init", "rho", "rho_I", "rho_T")
+_ISOG = (*_GCL, *_RHO, "gcl_normalizer", "tau_init", "eta_init", "eta_sched", "eta_min", "eta_exp_gamma",
+         "eta_cosine", "eta_exp_parity", "beta_u", "tau_min", "tau_max")
+_MINE = ("temp", *_GCL, "cov_coeff", "std_coeff", "info_alpha")
+
+_USED: dict[str, tuple[str, ...]] = {
+    "clip": ("temp", "learnable_temp"),
+    "sogclr": ("temp", *_GCL, "gcl_normalizer"),
+    "isogclr": _ISOG,
+    "isogclr_new": _ISOG,
+    "sogclr_dro": _ISOG,
+    "isogclr_tempnet": (*_GCL, *_RHO, "embed_dim", "tau_min", "tau_max", "tempnet_design", "tempnet_protos",
+                        "tempnet_dropout", "tempnet_proto_init"),
+    "sogclr_mine": _MINE,
+    "infosogclr": _MINE,
+    "sogclr_v2_mine": _MINE,
+    "hybrid": (*_GCL, "tau_init", "gcl_normalizer", "cov_coeff", "std_coeff", "hybrid_parity", "hybrid_std"),
+    "fastclip_v0": ("temp", *_GCL),
+    "fastclip_v1": ("temp", *_GCL),
+    "fastclip_v2": (*_GCL, *_RHO, "tau_init", "tau_min", "tau_max", "lr_tau", "tau_beta1", "tau_beta2", "tau_eps"),
+    "fastclip_v3": ("temp", *_GCL, *_RHO, "v3_tau_grad"),
+}
+
+ITA_TYPES: tuple[str, ...] = tuple(_USED)
+
+
+def used_hparams(ita_type: str) -> frozenset[str]:
+    """The hyper-parameter flags that `ita_type` reads."""
+    _check_name(ita_type)
+    return frozenset(_USED[ita_type])
+
+
+def _check_name(ita_type: str) -> None:
+    if ita_type not in _USED:
+        raise ValueError(f"unknown ita_type {ita_type!r}; choices: {', '.join(ITA_TYPES)}")
+
+
+def _resolve_rho(kw: dict[str, Any]) -> None:
+    """`rho_init` < `rho` < `rho_I`/`rho_T`: the most specific given flag sets each modality."""
+    rho_init = kw.pop("rho_init", None)
+    general = kw.pop("rho", rho_init)
+    for side in ("rho_I", "rho_T"):
+        if kw.get(side) is None and general is not None:
+            kw[side] = general
+
+
+_BUILDERS: dict[str, Callable[..., ContrastiveLoss]] = {
+    "clip": lambda n, **kw: CLIPLoss(**kw),
+    "sogclr": SogCLRLoss,
+    "isogclr": ISogCLRLoss,
+    "isogclr_new": ISogCLRLoss,
+    "sogclr_dro": ISogCLRLoss,
+    "isogclr_tempnet": TempNetLoss,
+    "sogclr_mine": InfoSogCLRLoss,
+    "infosogclr": InfoSogCLRLoss,
+    "sogclr_v2_mine": lambda n, **kw: InfoSogCLRLoss(n, **{"std_coeff": 5.0, **kw}),
+    "hybrid": HybridSogCLRLoss,
+    "fastclip_v0": lambda n, **kw: FastCLIPLoss(n, version=0, **kw),
+    "fastclip_v1": lambda n, **kw: FastCLIPLoss(n, version=1, **kw),
+    "fastclip_v2": lambda n, **kw: FastCLIPLoss(n, version=2, **kw),
+    "fastclip_v3": lambda n, **kw: FastCLIPLoss(n, version=3, **kw),
+}
+
+
+def build_loss(ita_type: str, num_samples: int, **hparams: Any) -> ContrastiveLoss:
+    """Build the loss `ita_type` with state for `num_samples` pair ids.
+
+    Hyper-parameters are named as the CLI flags; those the loss does not use, and None values
+    (= the loss's own default), are ignored. Besides `LOSS_HPARAMS`, `isogclr_tempnet` reads
+    `embed_dim` (the model's flag, default 256), which sizes its temperature networks.
+    """
+    _check_name(ita_type)
+    used = _USED[ita_type]
+    kw = {k: v for k, v in hparams.items() if k in used and v is not None}
+    if any(k in used for k in _RHO):
+        _resolve_rho(kw)
+    return _BUILDERS[ita_type](num_samples, **kw)

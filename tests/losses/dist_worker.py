@@ -1,0 +1,87 @@
+"""Worker for the 2-process gloo test (not a test module): runs every loss on its rank's slice.
+
+`run_case` is shared by the ranks and the single-process reference. The "model" is one parameter
+P ([B, 2d], identical on every rank); rank r feeds normalise(P[r·b:(r+1)·b]) to the loss, so averaging
+P's gradient over ranks is exactly what DDP does with parameter gradients.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from models.losses import build_loss
+
+WORLD, LOCAL_B, DIM, NUM_SAMPLES, STEPS = 2, 4, 6, 12, 3
+SMALL = {"embed_dim": DIM, "tempnet_protos": 4, "tempnet_dropout": 0.0}
+CASES = [
+    ("clip", {"learnable_temp": True, "temp": 0.07}),
+    ("sogclr", {"temp": 0.1}),
+    ("sogclr", {"temp": 0.1, "gcl_normalizer": "positive_included", "state_init": "zero"}),
+    ("isogclr", {"tau_init": 0.05, "rho": 1.0, "eta_init": 0.01, "tau_max": 1.0}),
+    ("isogclr_new", {"eta_sched": "exp"}),
+    ("sogclr_dro", {"state_init": "epoch0", "gcl_normalizer": "positive_included"}),
+    ("isogclr_tempnet", {**SMALL, "rho": 1.0}),
+    ("isogclr_tempnet", {**SMALL, "tempnet_design": "dtn", "rho": 2.0}),
+    ("sogclr_mine", {"temp": 0.1, "info_alpha": "batch"}),
+    ("infosogclr", {"temp": 0.1, "info_alpha": "0.2"}),
+    ("sogclr_v2_mine", {"temp": 0.1}),
+    ("hybrid", {"tau_init": 0.05, "cov_coeff": 0.5, "std_coeff": 1.0}),
+    ("hybrid", {"tau_init": 0.05, "hybrid_parity": True}),
+    ("fastclip_v0", {"temp": 0.1}),
+    ("fastclip_v1", {"temp": 0.1}),
+    ("fastclip_v2", {"tau_init": 0.05, "rho": 1.0}),
+    ("fastclip_v3", {"temp": 0.1, "rho": 1.0}),
+]
+# duplicates within a rank (3 on rank 0) and across ranks (9, 5)
+IDS = [torch.arange(8), torch.tensor([3, 9, 3, 10, 11, 0, 9, 5]), torch.tensor([5, 1, 7, 2, 5, 8, 6, 1])]
+
+
+def step_data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(WORLD * LOCAL_B, 2 * DIM, generator=g, dtype=torch.float64), IDS[step]
+
+
+def _mean_over_ranks(tensors: list[torch.Tensor], world: int) -> list[torch.Tensor]:
+    if world == 1:
+        return tensors
+    out = []
+    for t in tensors:
+        t = t.clone()
+        dist.all_reduce(t)
+        out.append(t / world)
+    return out
+
+
+def run_case(name: str, kw: dict, rank: int, world: int) -> dict:
+    """Three steps (epochs 0, 1, 2) of `name`; returns DDP-averaged gradients and the final state."""
+    torch.manual_seed(0)  # identical loss-parameter init on every rank (as DDP's broadcast would ensure)
+    loss = build_loss(name, NUM_SAMPLES, **kw).double()
+    params = [p for g in loss.param_groups() for p in g["params"]]
+    b = WORLD * LOCAL_B // world
+    rows = slice(rank * b, (rank + 1) * b)
+    result = {"grad": [], "param_grads": []}
+    for step in range(STEPS):
+        loss.set_epoch(step, STEPS)
+        p_full, ids = step_data(step)
+        p_full.requires_grad_()
+        local = p_full[rows]
+        out = loss(F.normalize(local[:, :DIM], dim=1), F.normalize(local[:, DIM:], dim=1), ids[rows])
+        grads = _mean_over_ranks(list(torch.autograd.grad(out.loss, [p_full, *params])), world)
+        result["grad"].append(grads[0])
+        result["param_grads"].append(grads[1:])
+        with torch.no_grad():
+            for p, g in zip(params, grads[1:]):
+                p -= 0.05 * g
+    result["state"] = {k: v.clone() for k, v in loss.state_dict().items()}
+    return result
+
+
+def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        results = [run_case(name, kw, rank, world) for name, kw in CASES]
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

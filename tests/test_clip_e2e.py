@@ -1,0 +1,122 @@
+"""End-to-end runs of clip.py on the procedural `shapes` demo data with tiny towers."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import clip
+from dataset.demo.build import main as build_demo
+
+TINY = ("--image_encoder test_resnet --image_res 64 --text_encoder Transformer --text_width 64 --text_heads 2 "
+        "--text_layers 2 --context_length 32 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
+        "--batch_size_train 32 --lr 3e-4 --warmup_epochs 0 --temp 0.07")
+CHANCE_R_MEAN = 5.5  # about (1+5+10)/3 % both ways for 100 images with 5 captions each
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "2048", "--num_val", "100",
+                       "--num_zeroshot_per_class", "4", "--image_size", "64"]) == 0
+    return root
+
+
+def data_flags(root) -> str:
+    return f"--data_path {root}/datasets --ann_path {root}/clip_train"
+
+
+def run(command: str) -> int:
+    return clip.main(shlex.split(command))
+
+
+@pytest.fixture(scope="module")
+def one_epoch(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run1")
+    assert run(f"{data_flags(shapes)} --output_dir {out} --ita_type clip --epochs 1 {TINY}") == 0
+    return out
+
+
+def test_one_epoch_writes_outputs_and_learns_above_chance(one_epoch):
+    for name in ("args.json", "log.txt", "checkpoint_1.pth", "checkpoint_last.pth", "coco_log.txt",
+                 "zeroshot_imagenet_log.txt"):
+        assert (one_epoch / name).is_file(), name
+    records = [json.loads(line) for line in (one_epoch / "log.txt").read_text().splitlines()]
+    assert len(records) == 1 and records[0]["epoch"] == 0
+    assert records[0]["val_r_mean"] > CHANCE_R_MEAN * 1.5
+    assert 0.0 <= records[0]["zeroshot_top1"] <= 100.0
+    checkpoint = torch.load(one_epoch / "checkpoint_1.pth", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["args"]["ita_type"] == "clip"
+
+
+def test_evaluate_reproduces_the_training_metrics(shapes, one_epoch, tmp_path):
+    assert run(f"{data_flags(shapes)} --output_dir {tmp_path} --ita_type clip {TINY} "
+               f"--evaluate --checkpoint {one_epoch}/checkpoint_1.pth") == 0
+    trained = json.loads((one_epoch / "log.txt").read_text().splitlines()[-1])
+    evaluated = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
+    for key, value in evaluated.items():
+        expected = trained[key] if key.startswith("zeroshot") else trained[f"val_{key}"]
+        assert value == pytest.approx(expected, abs=1e-6), key
+
+
+def test_two_epochs_equal_one_epoch_then_resume(shapes, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = f"{data_flags(shapes)} --ita_type sogclr --epochs 2 --train_frac 0.25 --zs_dataset none {TINY}"
+    assert run(f"{common} --output_dir {straight}") == 0
+    assert run(f"{common} --output_dir {resumed} --resume {straight}/checkpoint_1.pth") == 0
+    a = torch.load(straight / "checkpoint_2.pth", weights_only=True)
+    b = torch.load(resumed / "checkpoint_2.pth", weights_only=True)
+    for part in ("model", "loss"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    assert any(v.abs().sum() > 0 for k, v in a["loss"].items() if v.is_floating_point())  # state was used
+
+
+def test_seed_000_command_runs_verbatim_with_tiny_tower_overrides(shapes, tmp_path):
+    seed = ("--data_path ./datasets --ann_path ./clip_train --train_file cc3m_train_subset.json "
+            "--train_image_root cc3m_subset_100k/ --output_dir ../output/ --init_model --use_amp "
+            "--ita_type isogclr_new --tau_init 0.01 --sogclr_gamma 0.8 --rho_init 6.0 --eta_init 0.03 "
+            "--sched cosine --no-distributed --epochs 30")
+    overrides = f"{TINY} --image_pretrained false --epochs 1 --train_frac 0.25 --output_dir {tmp_path}/out"
+    cwd = os.getcwd()
+    os.chdir(shapes)
+    try:
+        assert run(f"{seed} {overrides}") == 0
+        assert run(f"{seed} {overrides} --evaluate --checkpoint {tmp_path}/out/checkpoint_1.pth") == 0
+    finally:
+        os.chdir(cwd)
+    args = json.loads((tmp_path / "out" / "args.json").read_text())
+    assert args["rho_init"] == 6.0 and args["eta_init"] == 0.03 and args["ita_type"] == "isogclr_new"
+
+
+def cli(args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(os.path.dirname(clip.__file__), "clip.py"),
+                           *shlex.split(args)], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def test_missing_data_is_one_line_naming_the_path_and_the_builder(tmp_path):
+    result = cli(f"--data_path {tmp_path}/nope --ann_path {tmp_path}/nope --output_dir {tmp_path}/o {TINY}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path}/nope" in result.stderr and "build_demo_data.py" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_init_model_without_local_weights_says_where_it_looked(shapes, tmp_path):
+    empty = tmp_path / "empty_cache"
+    empty.mkdir()
+    result = cli(f"{data_flags(shapes)} --output_dir {tmp_path}/o --image_encoder resnet18 --init_model "
+                 f"--text_encoder Transformer --epochs 1 --workers 0",
+                 env={"HF_HOME": str(empty), "HF_HUB_CACHE": str(empty), "HUGGINGFACE_HUB_CACHE": str(empty),
+                      "TORCH_HOME": str(empty), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "resnet18" in result.stderr and str(empty) in result.stderr
+
+
+def test_unknown_ita_type_is_an_argparse_error_with_choices(tmp_path):
+    result = cli("--ita_type new_isogclr")
+    assert result.returncode == 2 and "sogclr_dro" in result.stderr and "Traceback" not in result.stderr
