@@ -1,0 +1,36 @@
+"""Every --ita_type trains for one epoch through clip.py and logs its loss statistics."""
+import json
+import shlex
+
+import pytest
+
+import clip
+from dataset.demo.build import main as build_demo
+from models.losses import ITA_TYPES
+
+TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --text_width 32 --text_heads 2 "
+        "--text_layers 1 --context_length 24 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
+        "--batch_size_train 16 --lr 3e-4 --warmup_epochs 0 --zs_dataset none --epochs 1")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes_small")
+    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "128", "--num_val", "20",
+                       "--num_zeroshot_per_class", "1", "--image_size", "32"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("ita_type", ITA_TYPES)
+def test_one_epoch_per_ita_type(shapes, tmp_path, ita_type):
+    command = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --output_dir {tmp_path} "
+               f"--ita_type {ita_type} {TINY}")
+    assert clip.main(shlex.split(command)) == 0
+    record = json.loads((tmp_path / "log.txt").read_text().splitlines()[-1])
+    assert record["train_skipped_steps"] == 0.0
+    for key in ("train_loss", "train_tau_img", "train_tau_txt", "train_objective", "val_r_mean"):
+        assert key in record and record[key] == record[key], key  # present and not NaN
+    if ita_type != "clip":
+        assert "train_gamma" in record
+    if ita_type in ("isogclr", "isogclr_new", "sogclr_dro"):
+        assert "train_eta" in record
