@@ -1,0 +1,32 @@
+"""Self-supervised pre-training with SogCLR (`--loss_type dcl`) or SimCLR (`--loss_type simclr`).
+
+Wiring only: flags -> processes -> `unimodal.pretrain.pretrain_worker`. Run `python unimodal_exps/train.py --help`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent / "bimodal_exps")]  # `unimodal` and the shared bimodal packages
+
+from unimodal.errors import USER_ERRORS  # noqa: E402
+from unimodal.launch import launch_workers  # noqa: E402
+from unimodal.options import parse_train_args  # noqa: E402
+from unimodal.pretrain import pretrain_worker  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 when every process finished, 1 on a user error or a failed process."""
+    try:
+        args = parse_train_args(argv)
+        return 0 if launch_workers(pretrain_worker, args, USER_ERRORS) else 1
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

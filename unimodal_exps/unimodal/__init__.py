@@ -1,0 +1,1 @@
+"""Unimodal SogCLR: self-supervised image pre-training and linear evaluation on the shared GCL core."""
