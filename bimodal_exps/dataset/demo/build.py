@@ -11,7 +11,8 @@ from typing import Any
 
 from dataset.demo import fashion
 from dataset.demo.shapes import ShapesSource
-from dataset.demo.writer import DemoSource, Layout, remove_outputs, write_demo
+from dataset.demo.shards import SHARD_NAME_WIDTH
+from dataset.demo.writer import DEFAULT_SHARD_SIZE, DemoSource, Layout, remove_outputs, write_demo
 from dataset.errors import DataError
 
 MANIFEST_VERSION = 1
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument(f"--{flag}", type=_positive_int, default=None,
                             help="default: " + ", ".join(f"{src} {sizes[flag]}"
                                                      for src, sizes in DEFAULT_SIZES.items()))
+    parser.add_argument("--format", choices=("json", "webdataset"), default="json",
+                        help="webdataset: also write the training pairs as img2dataset shards under "
+                             "datasets/cc3m_wds/ (same images; keys with gaps as after failed downloads)")
+    parser.add_argument("--shard_size", type=_positive_int, default=DEFAULT_SHARD_SIZE,
+                        help="rows of the source list per shard with --format webdataset")
     parser.add_argument("--force", action="store_true",
                         help="replace existing files at the output paths that the demo builder did not write")
     return parser.parse_args(argv)
@@ -110,7 +116,8 @@ def build(layout: Layout, settings: dict[str, Any], force: bool = False) -> tupl
         remove_outputs(layout)
         _write_manifest(layout, settings, None)
         counts, skipped = write_demo(source, layout, settings["num_train"], settings["num_val"],
-                                     settings["num_zeroshot_per_class"]), False
+                                     settings["num_zeroshot_per_class"],
+                                     settings.get("shard_size", DEFAULT_SHARD_SIZE)), False
         _write_manifest(layout, settings, counts)
     layout.source_file.write_text(settings["source"] + "\n", encoding="utf-8")
     return counts, skipped
@@ -122,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         source = resolve_source(args.source)
         settings = {"version": MANIFEST_VERSION, "source": source, "seed": args.seed}
         settings.update({flag: getattr(args, flag) or DEFAULT_SIZES[source][flag] for flag in SIZE_FLAGS})
-        layout = Layout(args.out)
+        if args.format == "webdataset":
+            settings["shard_size"] = args.shard_size
+        layout = Layout(args.out, webdataset=args.format == "webdataset")
         start = time.perf_counter()
         counts, skipped = build(layout, settings, args.force)
     except DataError as err:
@@ -134,4 +143,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{counts['retrieval_images']} retrieval images ({counts['retrieval_captions']} captions), "
           f"{counts['zeroshot_classes']} zero-shot classes / {counts['zeroshot_images']} images; "
           f"use --data_path {args.out / 'datasets'} --ann_path {args.out / 'clip_train'}")
+    if layout.webdataset:
+        last = f"{counts['train_shards'] - 1:0{SHARD_NAME_WIDTH}d}"
+        print(f"webdataset: {counts['train_shard_samples']} pairs in {counts['train_shards']} shards; train from "
+              f"them with --dataset_type webdataset --train-data '{layout.train_shards}/{{{'0' * SHARD_NAME_WIDTH}.."
+              f"{last}}}.tar' --train-num-samples {counts['train_shard_samples']} "
+              f"--data_size {counts['train_data_size']}")
     return 0

@@ -5,6 +5,8 @@
 <out>/datasets/cc3m_subset_100k/             training images
 <out>/datasets/mscoco_val/mscoco_val2014_subset_5k/   retrieval images
 <out>/datasets/imagenet/val/<class_dir>/     zero-shot images + classnames.txt, templates.txt
+<out>/datasets/cc3m_wds/                     with `Layout(webdataset=True)`: the same training pairs as
+                                             img2dataset shards (spec §2.6, `dataset.demo.shards`)
 <out>/datasets/demo_manifest.json           settings, and counts once the build is complete
 <out>/SOURCE                                 the source name
 """
@@ -19,7 +21,10 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from dataset.demo.shards import Img2DatasetWriter, ShardSummary
+
 CAPTIONS_PER_IMAGE = 5
+DEFAULT_SHARD_SIZE = 1000
 JPEG_QUALITY = 90
 
 
@@ -39,9 +44,10 @@ class DemoSource(Protocol):
 
 @dataclass(frozen=True)
 class Layout:
-    """The seed-000 paths under an output root."""
+    """The seed-000 paths under an output root (`webdataset`: the training shards are an output too)."""
 
     out: Path
+    webdataset: bool = False
 
     @property
     def train_json(self) -> Path:
@@ -64,6 +70,10 @@ class Layout:
         return self.out / "datasets" / "imagenet" / "val"
 
     @property
+    def train_shards(self) -> Path:
+        return self.out / "datasets" / "cc3m_wds"
+
+    @property
     def manifest(self) -> Path:
         return self.out / "datasets" / "demo_manifest.json"
 
@@ -74,7 +84,8 @@ class Layout:
 
     def outputs(self) -> list[Path]:
         """Every file or folder the builder writes (and may replace)."""
-        return [self.train_json, self.coco_json, self.train_images, self.coco_images, self.zeroshot_root]
+        paths = [self.train_json, self.coco_json, self.train_images, self.coco_images, self.zeroshot_root]
+        return paths + [self.train_shards] if self.webdataset else paths
 
 
 def class_folder(label: int, name: str, num_classes: int) -> str:
@@ -100,8 +111,12 @@ def remove_outputs(layout: Layout) -> None:
 
 
 def write_demo(source: DemoSource, layout: Layout, num_train: int, num_val: int,
-               num_zeroshot_per_class: int) -> dict[str, int]:
-    """Write all three splits (zero-shot first: it is the split whose size a source may reject)."""
+               num_zeroshot_per_class: int, shard_size: int = DEFAULT_SHARD_SIZE) -> dict[str, int]:
+    """Write all three splits (zero-shot first: it is the split whose size a source may reject).
+
+    With `layout.webdataset` the training pairs are also written as shards of `shard_size` rows, with
+    the same JPEG bytes as the image folder, so both formats hold the same data.
+    """
     for folder in (layout.train_images, layout.coco_images, layout.zeroshot_root, layout.train_json.parent):
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -123,11 +138,19 @@ def write_demo(source: DemoSource, layout: Layout, num_train: int, num_val: int,
     write_json_lines_array(layout.coco_json, coco)
 
     train = []
+    shards = Img2DatasetWriter(layout.train_shards, shard_size) if layout.webdataset else None
     for index, (image, caption) in enumerate(source.train_pairs(num_train)):
         name = f"{index:06d}.jpg"
         image.save(layout.train_images / name, quality=JPEG_QUALITY)
         train.append({"image": name, "caption": caption, "image_id": index})
+        if shards is not None:
+            shards.add((layout.train_images / name).read_bytes(), caption, image.size)
     write_json_lines_array(layout.train_json, train)
-    return {"train_pairs": len(train), "retrieval_images": len(coco),
-            "retrieval_captions": len(coco) * CAPTIONS_PER_IMAGE,
-            "zeroshot_classes": len(folders), "zeroshot_images": sum(counts)}
+    result = {"train_pairs": len(train), "retrieval_images": len(coco),
+              "retrieval_captions": len(coco) * CAPTIONS_PER_IMAGE,
+              "zeroshot_classes": len(folders), "zeroshot_images": sum(counts)}
+    if shards is not None:
+        summary: ShardSummary = shards.close()
+        result.update(train_shards=summary.shards, train_shard_samples=summary.samples,
+                      train_data_size=summary.data_size)
+    return result

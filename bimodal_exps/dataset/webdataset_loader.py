@@ -1,0 +1,138 @@
+"""Training loader over img2dataset webdataset shards (pipeline spec §2.6, §5.4).
+
+Pipeline per process, built from webdataset's stages: shard list -> shard shuffle seeded by seed +
+epoch (identical on all ranks) -> split by rank -> split by DataLoader worker -> tar members grouped
+into samples -> sample shuffle -> decode to RGB PIL -> (image, caption, key, shard) -> train
+transform and id check -> full batches, captions tokenised per batch in the worker. With
+`resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
+
+Epoch length (spec §2.6 step 3): num_batches = ⌈num_samples / (batch × world)⌉; each worker yields
+⌈num_batches / workers⌉ batches (`with_epoch`, restarting its shards when they run out), so every rank
+runs the same number of full, equal-size batches. Corrupt or incomplete samples are skipped and
+counted; the count is printed once per epoch.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+
+from dataset.collate import Tokenizer, TokenizingCollate
+from dataset.errors import DataError
+from dataset.webdataset_shards import expand_shards, scan_state_size
+from dataset.webdataset_stages import (IMAGE_EXTENSIONS, EpochShuffle, ResampleSeed, SharedEpoch, SkipCounter,
+                                       TrainItem, closing_streams, decode_rgb, split_by_rank)
+
+SHARD_SHUFFLE = (2000, 500)     # (buffer, initial) as in the references
+SAMPLE_SHUFFLE = (5000, 1000)
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WebDatasetSpec:
+    """What to read and how to split it; `data_size=None` scans the shards for max key + 1."""
+
+    shards: str                  # brace pattern(s), `::`-separated
+    num_samples: int             # samples per epoch (all ranks together)
+    batch_size: int              # per process
+    data_size: int | None = None
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    workers: int = 0
+    resampled: bool = False
+    pin_memory: bool = False
+
+
+class EpochLength(NamedTuple):
+    per_worker: int              # batches each DataLoader worker yields
+    per_rank: int                # batches per epoch on every rank (len of the loader)
+
+
+def epoch_length(num_samples: int, batch_size: int, world_size: int, workers: int) -> EpochLength:
+    """Batches per worker and per rank for one epoch of `num_samples` samples."""
+    num_batches = math.ceil(num_samples / (batch_size * world_size))
+    per_worker = math.ceil(num_batches / max(workers, 1))
+    return EpochLength(per_worker, per_worker * max(workers, 1))
+
+
+class WebDatasetLoader:
+    """The DataLoader with an exact `len`, one skip-report line per epoch and a batch-count check."""
+
+    def __init__(self, loader: DataLoader, num_batches: int, skipped: SkipCounter, epoch: SharedEpoch,
+                 rank: int) -> None:
+        self.loader, self.num_batches, self.skipped, self.epoch, self.rank = loader, num_batches, skipped, epoch, rank
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.skipped.reset()
+        produced = 0
+        for batch in self.loader:
+            produced += 1
+            yield batch
+        if self.rank == 0 or self.skipped.value:
+            print(f"webdataset epoch {self.epoch.get()}, rank {self.rank}: skipped {self.skipped.value} "
+                  "corrupt or incomplete sample(s)", flush=True)
+        if produced != self.num_batches:
+            raise DataError(f"rank {self.rank} got {produced} of {self.num_batches} batches this epoch: a worker's "
+                            "shards hold too few usable samples for one batch; use fewer --workers or more shards")
+
+
+def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transform: Callable[[Any], torch.Tensor],
+                   tokenizer: Tokenizer, epoch: SharedEpoch, skipped: SkipCounter,
+                   batches_per_worker: int) -> wds.DataPipeline:
+    """The per-process webdataset pipeline, cut to `batches_per_worker` batches per epoch and worker."""
+    if spec.resampled:
+        shards = [wds.ResampledShards(urls, seed=spec.seed, worker_seed=ResampleSeed(spec.rank, epoch),
+                                      deterministic=True)]
+    else:
+        shards = [wds.SimpleShardList(urls),
+                  EpochShuffle(*SHARD_SHUFFLE, seed=spec.seed, epoch=epoch),
+                  partial(split_by_rank, rank=spec.rank, world_size=spec.world_size),
+                  wds.split_by_worker]
+    pipeline = wds.DataPipeline(
+        *shards,
+        # wds.tarfile_to_samples, with each shard closed once read
+        partial(url_opener, handler=skipped),
+        closing_streams,
+        partial(tar_file_expander, handler=skipped),
+        partial(group_by_keys, handler=skipped),
+        EpochShuffle(*SAMPLE_SHUFFLE, seed=spec.seed, epoch=epoch, rank=spec.rank),
+        wds.decode(decode_rgb, handler=skipped),
+        wds.to_tuple(";".join(IMAGE_EXTENSIONS), "txt", "__key__", "__url__", handler=skipped),
+        wds.map(TrainItem(transform, data_size)),
+        wds.batched(spec.batch_size, collation_fn=TokenizingCollate(tokenizer), partial=False),
+    )
+    return pipeline.with_epoch(nbatches=batches_per_worker)
+
+
+class WebDatasetParts(NamedTuple):
+    loader: WebDatasetLoader
+    epoch: SharedEpoch           # call set_epoch(epoch) before every epoch
+    state_size: int              # length of the per-sample loss state (ids are < state_size)
+
+
+def create_webdataset_loader(spec: WebDatasetSpec, transform: Callable[[Any], torch.Tensor],
+                             tokenizer: Tokenizer) -> WebDatasetParts:
+    """Check the shards, size the state, and build the loader that yields `(images, tokens, ids, ids)`."""
+    urls = expand_shards(spec.shards)
+    readers = max(spec.workers, 1) * spec.world_size
+    if not spec.resampled and len(urls) < readers:
+        raise DataError(f"{len(urls)} shard(s) cannot feed {readers} readers (--workers {spec.workers} × "
+                        f"{spec.world_size} process(es)); use fewer workers or --dataset_resampled")
+    state_size = spec.data_size if spec.data_size is not None else scan_state_size(urls)
+    epoch, skipped = SharedEpoch(), SkipCounter()
+    length = epoch_length(spec.num_samples, spec.batch_size, spec.world_size, spec.workers)
+    pipeline = build_pipeline(spec, urls, state_size, transform, tokenizer, epoch, skipped, length.per_worker)
+    loader = DataLoader(pipeline, batch_size=None, shuffle=False, num_workers=spec.workers,
+                        persistent_workers=spec.workers > 0, pin_memory=spec.pin_memory)
+    return WebDatasetParts(WebDatasetLoader(loader, length.per_rank, skipped, epoch, spec.rank), epoch, state_size)
