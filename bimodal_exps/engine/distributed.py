@@ -1,18 +1,29 @@
 """Process-group set-up for torchrun, SLURM `srun` and single-process runs, plus small collectives.
 
-One place decides rank/world size: torchrun exports RANK/WORLD_SIZE/LOCAL_RANK; under `srun` every task
-gets SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID and MASTER_ADDR comes from the node list; otherwise the run
-is a single process. nccl on CUDA, gloo on CPU.
+One place decides rank/world size (pipeline §5.11, D4): torchrun exports RANK/WORLD_SIZE/LOCAL_RANK;
+under `srun` every task gets SLURM_PROCID, SLURM_STEP_NUM_TASKS (or SLURM_NTASKS) and SLURM_LOCALID, and
+the rendezvous address is the first host of the step's node list (`scontrol show hostnames`); otherwise
+the run is a single process. nccl on CUDA, gloo on CPU. `--world_size`, when given, must agree with the
+launcher (a stale value in a Slurm script fails loudly instead of hanging at the rendezvous).
 """
 from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+DEFAULT_PORT_BASE = 20000  # MASTER_PORT under srun: DEFAULT_PORT_BASE + job id mod 20000 (jobs sharing a node differ)
+
+
+class DistributedSetupError(RuntimeError):
+    """The launcher's environment and the flags disagree; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -33,55 +44,133 @@ class DistEnv:
         return self.rank == 0
 
 
-def detect_launcher(environ: dict[str, str] | None = None) -> DistEnv:
-    """Read rank and world size from the launcher's environment variables (no side effects)."""
+def _int_var(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None:
+        if default is None:
+            raise DistributedSetupError(f"environment variable {name} is missing")
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise DistributedSetupError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def detect_launcher(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """Read rank, world size and local rank from the launcher's environment variables (no side effects).
+
+    torchrun wins over SLURM (torchrun started inside a Slurm allocation sets RANK itself). SLURM counts
+    only with several tasks in the step: a batch script of a 1-task job also has SLURM_PROCID=0.
+    """
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)), "torchrun")
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)), "slurm")
+        rank, world_size = _int_var(env, "RANK"), _int_var(env, "WORLD_SIZE")
+        return _checked(DistEnv(rank, world_size, _int_var(env, "LOCAL_RANK", 0), "torchrun"))
+    if "SLURM_PROCID" in env:
+        ntasks = _int_var(env, "SLURM_STEP_NUM_TASKS", _int_var(env, "SLURM_NTASKS", 1))
+        if ntasks > 1:
+            return _checked(DistEnv(_int_var(env, "SLURM_PROCID"), ntasks, _int_var(env, "SLURM_LOCALID", 0), "slurm"))
     return DistEnv()
 
 
-def _slurm_master_addr(environ: dict[str, str]) -> str:
-    nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
-    if not nodelist:
-        return "127.0.0.1"
-    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
-    return hosts.stdout.split()[0]
-
-
-def init_distributed(want: bool | None, device_type: str, world_size_flag: int | None = None,
-                     dist_url: str = "env://", timeout_minutes: int = 30) -> DistEnv:
-    """Initialise torch.distributed when the launcher started several processes (and `want` allows it).
-
-    `want=None` means "on when launched with world size > 1" (D2). `world_size_flag`, when given, must
-    agree with the launcher, which catches a stale `--world_size` in a Slurm script.
-    """
-    env = detect_launcher()
-    if want is False or env.world_size == 1:
-        if want and env.world_size == 1:
-            print("--distributed was given but the job has a single process; running without a process group.")
-        return DistEnv(launcher=env.launcher) if env.world_size == 1 else DistEnv()
-    if world_size_flag not in (None, env.world_size):
-        raise ValueError(f"--world_size {world_size_flag} disagrees with the launcher ({env.launcher}: {env.world_size} processes)")
-    if env.launcher == "slurm":
-        os.environ.setdefault("MASTER_ADDR", _slurm_master_addr(os.environ))
-        os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 1000))
-        os.environ.setdefault("RANK", str(env.rank))
-        os.environ.setdefault("WORLD_SIZE", str(env.world_size))
-        os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(env.local_rank)
-    dist.init_process_group(backend=backend, init_method=dist_url, rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(minutes=timeout_minutes))
+def _checked(env: DistEnv) -> DistEnv:
+    if env.world_size < 1 or not 0 <= env.rank < env.world_size or env.local_rank < 0:
+        raise DistributedSetupError(f"inconsistent {env.launcher} environment: rank {env.rank}, world size "
+                                    f"{env.world_size}, local rank {env.local_rank}")
     return env
 
 
+def slurm_master_addr(environ: Mapping[str, str]) -> str:
+    """First host of the step's (else the job's) node list; `scontrol show hostnames` expands ranges."""
+    nodelist = next((environ[k] for k in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+                     if environ.get(k)), None)
+    if nodelist is None:
+        return "127.0.0.1"
+    if not any(c in nodelist for c in "[,"):
+        return nodelist  # a single plain host name
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        raise DistributedSetupError(f"cannot expand the Slurm node list {nodelist!r}: scontrol is not on PATH; "
+                                    f"export MASTER_ADDR=<first host> before srun")
+    hosts = subprocess.run([scontrol, "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    if not hosts.stdout.split():
+        raise DistributedSetupError(f"scontrol show hostnames {nodelist!r} printed no host")
+    return hosts.stdout.split()[0]
+
+
+def slurm_rendezvous(environ: Mapping[str, str], env: DistEnv) -> dict[str, str]:
+    """The env:// variables an srun task lacks (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Values already set win, so a script may export MASTER_ADDR/MASTER_PORT itself (as the DTN scripts do).
+    """
+    wanted = {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank)}
+    if "MASTER_ADDR" not in environ:
+        wanted["MASTER_ADDR"] = slurm_master_addr(environ)
+    if "MASTER_PORT" not in environ:
+        wanted["MASTER_PORT"] = str(DEFAULT_PORT_BASE + _int_var(environ, "SLURM_JOB_ID", 0) % 20000)
+    return {name: value for name, value in wanted.items() if name not in environ}
+
+
+def local_device(env: DistEnv, device_type: str) -> torch.device:
+    """The device of this process: `cuda:<local rank>` (modulo the visible GPUs), else the CPU."""
+    if device_type != "cuda":
+        return torch.device(device_type)
+    return torch.device("cuda", env.local_rank % max(torch.cuda.device_count(), 1))
+
+
+def init_distributed(want: bool | None, device_type: str, world_size_flag: int | None = None,
+                     dist_url: str = "env://", timeout_s: float = 1800.0) -> DistEnv:
+    """Initialise torch.distributed when the launcher started several processes.
+
+    `want=None` means "on when launched with world size > 1" (D2); `want=False` with several processes
+    is refused (each process would train alone and overwrite the others' outputs). `timeout_s` bounds
+    every collective, so a lost peer ends the job instead of hanging it.
+    """
+    env = detect_launcher()
+    if world_size_flag is not None and world_size_flag != env.world_size:
+        raise DistributedSetupError(f"--world_size {world_size_flag} disagrees with the launcher "
+                                    f"({env.launcher}: {env.world_size} process(es))")
+    if env.world_size == 1:
+        if want:
+            print("--distributed was given but the job has a single process; running without a process group.")
+        return env
+    if want is False:
+        raise DistributedSetupError(f"--no-distributed, but {env.launcher} started {env.world_size} processes: "
+                                    f"drop --no-distributed or launch a single process")
+    if env.launcher == "slurm":
+        os.environ.update(slurm_rendezvous(os.environ, env))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_device(env, device_type))
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=dist_url,
+                            rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return env
+
+
+def silence_non_main(env: DistEnv) -> None:
+    """Only rank 0 prints progress and results: stdout of the other ranks goes to /dev/null (stderr stays)."""
+    if not env.is_main:
+        sys.stdout.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def shutdown_distributed() -> None:
+    """Orderly end of a successful run."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def abort_process(exit_code: int) -> None:
+    """End a failed rank now, without the collective shutdown that would wait for its peers.
+
+    The peers see the closed connections at their next collective (gloo) or are stopped by the launcher
+    (torchrun, `srun --kill-on-bad-exit`); the collective timeout bounds the rest.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(exit_code)
 
 
 def world() -> tuple[int, int]:
@@ -96,19 +185,25 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shard_range(total: int) -> range:
-    """Contiguous slice of `range(total)` owned by this rank (evaluation splits its work this way)."""
-    rank, world_size = world()
+def _rows_per_rank(total: int, world_size: int, align: int) -> int:
     per_rank = -(-total // world_size)
+    return -(-per_rank // align) * align
+
+
+def shard_range(total: int, align: int = 1) -> range:
+    """Contiguous slice of `range(total)` owned by this rank; every slice but the last holds a multiple
+    of `align` rows, so batches of `align` rows are the same as in a single process (exact evaluation)."""
+    rank, world_size = world()
+    per_rank = _rows_per_rank(total, world_size, align)
     return range(min(rank * per_rank, total), min((rank + 1) * per_rank, total))
 
 
-def gather_shards(local: torch.Tensor, total: int) -> torch.Tensor:
-    """Concatenate the per-rank contiguous shards of `shard_range(total)` back into `total` rows."""
+def gather_shards(local: torch.Tensor, total: int, align: int = 1) -> torch.Tensor:
+    """Concatenate the per-rank shards of `shard_range(total, align)` back into `total` rows (one all_gather)."""
     _, world_size = world()
     if world_size == 1:
         return local
-    per_rank = -(-total // world_size)
+    per_rank = _rows_per_rank(total, world_size, align)
     padded = local.new_zeros((per_rank, *local.shape[1:]))
     padded[: local.shape[0]] = local
     parts = [torch.empty_like(padded) for _ in range(world_size)]

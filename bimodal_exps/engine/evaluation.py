@@ -1,6 +1,7 @@
 """Zero-shot classification and image-text retrieval of a two-tower model (D5).
 
-Work is split across ranks (contiguous shards of images and texts) and the features are gathered once,
+Work is split across ranks (contiguous shards of images, texts and zero-shot classes, each a whole number
+of batches so every batch is the one a single process would encode) and the features are gathered once,
 so a distributed evaluation gives exactly the single-process metrics. Evaluation runs in fp32.
 """
 from __future__ import annotations
@@ -20,54 +21,59 @@ def _to_device(tokens: dict[str, torch.Tensor], device: torch.device) -> dict[st
     return {name: value.to(device, non_blocking=True) for name, value in tokens.items()}
 
 
+def _embed_dim(model: torch.nn.Module) -> int:
+    return model.vision_proj.out_features
+
+
 @torch.no_grad()
 def encode_texts(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[str], device: torch.device,
                  batch_size: int = 256) -> torch.Tensor:
-    """l2-normalised text embeddings of `texts`, in order."""
-    chunks = [model.encode_text(_to_device(tokenizer(list(texts[i:i + batch_size])), device))
+    """l2-normalised text embeddings of `texts`, in order ([0, D] for no text)."""
+    chunks = [model.encode_text(_to_device(tokenizer(list(texts[i:i + batch_size])), device)).float()
               for i in range(0, len(texts), batch_size)]
-    return torch.cat(chunks).float()
+    return torch.cat(chunks) if chunks else torch.empty((0, _embed_dim(model)), device=device)
 
 
 @torch.no_grad()
 def encode_images(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int,
                   workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(l2-normalised image embeddings, second item of each sample) over this rank's shard of `dataset`."""
-    loader = DataLoader(Subset(dataset, shard_range(len(dataset))), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(Subset(dataset, shard_range(len(dataset), batch_size)), batch_size=batch_size, shuffle=False,
                         num_workers=workers, pin_memory=device.type == "cuda")
     features, extras = [], []
     for images, extra in loader:
         features.append(model.encode_image(images.to(device, non_blocking=True)).float())
         extras.append(torch.as_tensor(extra))
     if not features:
-        dim = model.vision_proj.out_features
-        return torch.empty((0, dim), device=device), torch.empty((0,), dtype=torch.long)
+        return torch.empty((0, _embed_dim(model)), device=device), torch.empty((0,), dtype=torch.long)
     return torch.cat(features), torch.cat(extras)
 
 
 @torch.no_grad()
 def evaluate_retrieval(model: torch.nn.Module, tokenizer: Tokenizer, dataset, device: torch.device,
-                       batch_size: int = 128, workers: int = 2) -> dict[str, float]:
+                       batch_size: int = 128, workers: int = 2, text_batch_size: int = 256) -> dict[str, float]:
     """Recall@{1,5,10} both ways on a COCO-style dataset (`text`, `img2txt`, items `(image, index)`)."""
     model.eval()
-    texts = shard_range(len(dataset.text))
-    text_features = gather_shards(encode_texts(model, tokenizer, dataset.text[texts.start:texts.stop], device),
-                                  len(dataset.text))
+    texts = shard_range(len(dataset.text), text_batch_size)
+    text_features = gather_shards(encode_texts(model, tokenizer, dataset.text[texts.start:texts.stop], device,
+                                               text_batch_size), len(dataset.text), text_batch_size)
     image_features, _ = encode_images(model, dataset, device, batch_size, workers)
-    image_features = gather_shards(image_features, len(dataset))
+    image_features = gather_shards(image_features, len(dataset), batch_size)
     return retrieval_metrics(image_features, text_features, dataset.img2txt)
 
 
 @torch.no_grad()
 def zeroshot_classifier(model: torch.nn.Module, tokenizer: Tokenizer, classnames: Sequence[str],
                         templates: Sequence[str], device: torch.device) -> torch.Tensor:
-    """[D, C] matrix: per class, the normalised mean of its normalised prompt embeddings."""
+    """[D, C] matrix: per class, the normalised mean of its normalised prompt embeddings (classes split
+    across ranks; a class's prompts are encoded the same way on any rank)."""
     model.eval()
-    weights = []
-    for name in classnames:
-        prompts = encode_texts(model, tokenizer, [template.format(name) for template in templates], device)
-        weights.append(torch.nn.functional.normalize(prompts.mean(dim=0), dim=0))
-    return torch.stack(weights, dim=1)
+    own = shard_range(len(classnames))
+    rows = [torch.nn.functional.normalize(
+        encode_texts(model, tokenizer, [template.format(name) for template in templates], device).mean(dim=0), dim=0)
+        for name in classnames[own.start:own.stop]]
+    weights = torch.stack(rows) if rows else torch.empty((0, _embed_dim(model)), device=device)
+    return gather_shards(weights, len(classnames)).T
 
 
 @torch.no_grad()
