@@ -14,3 +14,11 @@ class DataError(Exception):
 def missing_path_error(what: str, path: object) -> DataError:
     """Build the error for a missing annotation file or image folder, with the demo-data hint."""
     return DataError(f"{what} not found: {path}; {DEMO_HINT}")
+
+
+def without_worker_traceback(message: str) -> str:
+    """Reduce the message of an error re-raised from a DataLoader worker ("Caught DataError in DataLoader
+    worker process N." plus the worker's traceback) to the original one-line message."""
+    if not message.startswith("Caught "):
+        return message
+    return message.strip().splitlines()[-1].split(": ", 1)[-1]

@@ -8,14 +8,25 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from engine import crashpoints
+
 FORMAT_VERSION = 1
+# Keys every training checkpoint holds (what `--resume` needs), and the ones it may hold besides.
+RESUME_KEYS = frozenset({"format_version", "model", "loss", "optimizer", "optimizers_extra", "scheduler", "scaler",
+                         "rng", "epoch", "step", "args"})
+OPTIONAL_KEYS = frozenset({
+    "mid_epoch",  # written inside an epoch: iteration, steps_per_epoch, world_size, batch_size, per-rank RNG
+})
+NUMBERED_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pth")
 
 
 class CheckpointError(RuntimeError):
@@ -23,19 +34,34 @@ class CheckpointError(RuntimeError):
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """Write `obj` to `path` so that `path` is either the old complete file or the new complete file."""
+    """Write `obj` to `path` so that `path` is either the old complete file or the new complete file.
+
+    An OS error (disk full, quota, permissions) becomes a CheckpointError naming the file; the previous
+    file is left as it was and the temporary file is removed.
+    """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        crashpoints.during_save()
         os.replace(tmp_name, path)
+    except OSError as error:
+        _discard(tmp_name)
+        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; "
+                              f"the checkpoint files already there are unchanged") from None
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        _discard(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _discard(tmp_name: str | None) -> None:
+    if tmp_name is not None:
+        Path(tmp_name).unlink(missing_ok=True)
 
 
 def link_atomic(source: Path, target: Path) -> None:
@@ -59,18 +85,67 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; a clear CheckpointError for anything else."""
+def load_checkpoint(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, Any]:
+    """Read a checkpoint with `weights_only=True`; a clear CheckpointError for anything else, including a
+    file that lacks one of the `required` top-level keys."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"refusing to load {path}: it holds objects that are not plain data "
                               f"(weights_only loading failed: {str(error).splitlines()[0]})") from None
     except (RuntimeError, EOFError) as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    missing = sorted(set(required) - set(checkpoint))
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)} (is it a training checkpoint of this project?)")
+    return checkpoint
+
+
+def check_resume_keys(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Strict key check for `--resume`: every RESUME_KEYS entry present, nothing outside OPTIONAL_KEYS."""
+    missing = sorted(RESUME_KEYS - set(checkpoint))
+    unexpected = sorted(set(checkpoint) - RESUME_KEYS - OPTIONAL_KEYS)
+    if missing or unexpected:
+        details = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in (("missing", missing),
+                                                                           ("unexpected", unexpected)) if keys)
+        raise CheckpointError(f"{path} cannot be resumed from ({details}); to start from its weights only, "
+                              f"use --checkpoint instead of --resume")
+    if checkpoint["format_version"] > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {checkpoint['format_version']}, newer than this code "
+                              f"({FORMAT_VERSION})")
+
+
+def prune_numbered(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest `checkpoint_<epoch>.pth` in `directory` (keep = 0: delete none).
+
+    The file that `checkpoint_last.pth` names (a hard link to a numbered file) is never deleted. Returns
+    the deleted paths.
+    """
+    if keep <= 0:
+        return []
+    last = directory / "checkpoint_last.pth"
+    numbered = sorted((int(match.group(1)), path) for path in directory.iterdir()
+                      if (match := NUMBERED_CHECKPOINT.fullmatch(path.name)))
+    deleted = []
+    for _, path in numbered[:-keep]:
+        if last.exists() and os.path.samefile(path, last):
+            continue
+        path.unlink()
+        deleted.append(path)
+    return deleted
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete `.checkpoint_*.tmp` files that a process killed while saving left behind; returns them."""
+    stale = [path for path in directory.glob(".checkpoint_*.tmp") if path.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path | str) -> None:

@@ -77,6 +77,19 @@ class LRSchedule:
         else:
             self.scheduler.step(epoch * self.steps_per_epoch)
 
+    def resume_at(self, epoch: int, iterations_done: int = 0) -> None:
+        """Set the learning rate of step `iterations_done` of `epoch`, as if `start_epoch` and the
+        `after_step` calls of the steps before it had run (the schedule is a function of the position, so a
+        mid-epoch resume needs no replay). `iterations_done = 0` is `start_epoch`."""
+        self.start_epoch(epoch)
+        if self.scheduler is None or iterations_done == 0:
+            return
+        if self.mode == "legacy":
+            if epoch == 0:  # the last warm-up block boundary passed so far
+                self.scheduler.step(min((iterations_done - 1) // LEGACY_WARMUP_BLOCK, self.warmup_epochs))
+        else:
+            self.scheduler.step(epoch * self.steps_per_epoch + iterations_done)
+
     def after_step(self, epoch: int, iteration: int) -> None:
         """Update after optimiser step `iteration` (0-based, within `epoch`)."""
         if self.scheduler is None:

@@ -1,13 +1,20 @@
-"""One training epoch: AMP forward, non-finite guard, backward, optimiser/scheduler steps, progress bar."""
+"""One training epoch: AMP forward, non-finite guard, backward, optimiser/scheduler steps, progress bar.
+
+An epoch may start after its first k steps (mid-epoch resume): the loader then yields only the remaining
+batches, and the RNG state saved after step k is restored once the loader's iterator exists (creating it
+draws the DataLoader's base seed from the torch RNG), so the remaining batches see the same augmentation
+draws as in an uninterrupted run (DataLoader workers 0; workers keep their own RNG streams).
+"""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm import tqdm
 
+from engine.checkpoint import restore_rng_state
 from engine.distributed import world
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers, tempnet_lr
@@ -28,8 +35,29 @@ class StepConfig:
     stop_signal: Callable[[], int] | None = None  # asked at every step boundary; non-zero: stop (preemption)
 
 
+@dataclass(frozen=True)
+class EpochStart:
+    """Where an epoch begins: after `iteration` steps, with the RNG state saved then (None: fresh epoch)."""
+
+    iteration: int = 0
+    rng: dict[str, Any] | None = None
+
+
 class TooManySkippedSteps(RuntimeError):
-    """Raised after `max_consecutive_skips` non-finite losses in a row."""
+    """`max_consecutive_skips` non-finite losses in a row; `iteration` steps of `epoch` are done (the last
+    one skipped). The trainer saves the state before raising it on and sets `checkpoint`."""
+
+    def __init__(self, count: int, epoch: int, iteration: int) -> None:
+        super().__init__(count, epoch, iteration)
+        self.count, self.epoch, self.iteration = count, epoch, iteration
+        self.checkpoint: str | None = None
+
+    def __str__(self) -> str:
+        text = (f"{self.count} consecutive non-finite (NaN/Inf) losses up to epoch {self.epoch}, iteration "
+                f"{self.iteration - 1}; lower --lr, set --grad_clip or check the data")
+        if self.checkpoint:
+            text += f"; the state before them is saved in {self.checkpoint} (--resume continues after them)"
+        return text
 
 
 def _to_device(batch, device: torch.device):
@@ -48,9 +76,24 @@ def _finite_on_every_rank(loss: torch.Tensor) -> bool:
     return bool(finite.item())
 
 
+def _backward_and_step(loss: torch.Tensor, optimizers: Optimizers, scaler: torch.amp.GradScaler,
+                       params: list[torch.nn.Parameter], grad_clip: float) -> None:
+    """Backward pass, optional gradient clipping, and one step of every optimiser (through the scaler)."""
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizers.main)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    for opt in optimizers.all():
+        scaler.step(opt)
+    scaler.update()
+
+
 def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimizers, schedule: LRSchedule,
-                    scaler: torch.amp.GradScaler, epoch: int, config: StepConfig) -> dict[str, float]:
-    """Train for one pass over `loader`; return the epoch's averaged loss/stats (synchronised over ranks)."""
+                    scaler: torch.amp.GradScaler, epoch: int, config: StepConfig, start: EpochStart = EpochStart(),
+                    on_step_end: Callable[[int, int], None] | None = None) -> dict[str, float]:
+    """Train for one pass over `loader` (the steps after `start.iteration`); return the averaged loss/stats of
+    the steps run here (synchronised over ranks). `on_step_end(epoch, iterations_done)` runs after every
+    step, skipped ones included; a stop request is honoured right after it."""
     task.train()
     if optimizers.tempnet is not None:
         for group in optimizers.tempnet.param_groups:
@@ -59,42 +102,41 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     meters = RunningMeans()
     skipped = torch.zeros((), device=config.device)
     consecutive_skips = 0
-    progress = tqdm(loader, desc=f"epoch {epoch}", disable=not config.show_progress, dynamic_ncols=True,
-                    mininterval=1.0)
-    samples, start = 0, time.perf_counter()
-    for iteration, batch in enumerate(progress):
-        if config.stop_signal is not None and (signum := config.stop_signal()):
-            raise Preempted(signum, epoch, iteration)
+    batches = iter(loader)
+    if start.rng is not None:
+        restore_rng_state(start.rng)
+    progress = tqdm(batches, desc=f"epoch {epoch}", total=start.iteration + len(loader), initial=start.iteration,
+                    disable=not config.show_progress, dynamic_ncols=True, mininterval=1.0)
+    samples, started = 0, time.perf_counter()
+    for iteration, batch in enumerate(progress, start=start.iteration):
         images, tokens, ids = _to_device(batch, config.device)
         with torch.autocast(config.device.type, dtype=config.amp_dtype or torch.float32,
                             enabled=config.amp_dtype is not None):
             out = task(images, tokens, ids)
         for opt in optimizers.all():
             opt.zero_grad(set_to_none=True)
-        if not _finite_on_every_rank(out.loss):
+        if _finite_on_every_rank(out.loss):
+            consecutive_skips = 0
+            _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip)
+            schedule.after_step(epoch, iteration)
+            meters.update({"loss": out.loss, **out.stats})
+            samples += images.shape[0]
+            if config.show_progress and (iteration % config.log_every == 0 or iteration == len(progress) - 1):
+                progress.set_postfix(loss=f"{out.loss.item():.4f}",
+                                     lr=f"{optimizers.main.param_groups[0]['lr']:.3g}",
+                                     samples_s=f"{samples / (time.perf_counter() - started):.1f}")
+        else:
             skipped += 1
             consecutive_skips += 1
             if consecutive_skips >= config.max_consecutive_skips:
-                raise TooManySkippedSteps(f"{consecutive_skips} consecutive non-finite losses at epoch {epoch}, "
-                                          f"iteration {iteration}")
-            continue
-        consecutive_skips = 0
-        scaler.scale(out.loss).backward()
-        if config.grad_clip > 0:
-            scaler.unscale_(optimizers.main)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        for opt in optimizers.all():
-            scaler.step(opt)
-        scaler.update()
-        schedule.after_step(epoch, iteration)
-        meters.update({"loss": out.loss, **out.stats})
-        samples += images.shape[0]
-        if config.show_progress and (iteration % config.log_every == 0 or iteration == len(progress) - 1):
-            progress.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{optimizers.main.param_groups[0]['lr']:.3g}",
-                                 samples_s=f"{samples / (time.perf_counter() - start):.1f}")
+                raise TooManySkippedSteps(consecutive_skips, epoch, iteration + 1)
+        if on_step_end is not None:
+            on_step_end(epoch, iteration + 1)
+        if config.stop_signal is not None and (signum := config.stop_signal()):
+            raise Preempted(signum, epoch, iteration + 1)
     progress.close()
     stats = meters.means(synchronize=True)
     stats["skipped_steps"] = float(skipped.item())
     stats["lr"] = optimizers.main.param_groups[0]["lr"]
-    stats["samples_per_s"] = samples / max(time.perf_counter() - start, 1e-9)
+    stats["samples_per_s"] = samples / max(time.perf_counter() - started, 1e-9)
     return stats

@@ -1,22 +1,43 @@
-"""The epoch loop of a run: train, evaluate when due, log (D6 files), checkpoint, resume."""
+"""The epoch loop of a run: train, evaluate when due, log (D6 files), checkpoint, resume.
+
+Checkpoints record the position of the run: `epoch` (epochs done) and, when written inside an epoch
+(`--save_every_steps`, a stop signal, too many non-finite losses), `mid_epoch` with the steps done in it
+and every rank's RNG state. Resuming such a checkpoint skips the batches already trained on (the sampler
+order is a function of seed and epoch), sets the learning rate of that step and restores the RNG, so the
+run ends with the same weights as an uninterrupted one (DataLoader workers 0). The epoch's logged train
+statistics then average only the steps after the resume point.
+"""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, link_atomic, load_checkpoint, load_state_strict,
-                               restore_rng_state, save_atomic)
+from engine import crashpoints
+from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, check_resume_keys, link_atomic, load_checkpoint,
+                               load_state_strict, prune_numbered, remove_stale_temporaries, restore_rng_state,
+                               save_atomic)
 from engine.distributed import barrier, world
 from engine.evaluation import EvalSuite
 from engine.logger import append_jsonl, format_results_table
 from engine.optim import LRSchedule, Optimizers
-from engine.train import StepConfig, train_one_epoch
+from engine.preemption import Preempted
+from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
+
+
+@runtime_checkable
+class MidEpochSampler(Protocol):
+    """A sampler that can begin the current epoch at batch k (dataset.sampler.ResumableDistributedSampler)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def start_at_batch(self, batch: int) -> None: ...
 
 
 def seed_everything(seed: int) -> None:
@@ -46,11 +67,20 @@ class Run:
     seed: int
     save_freq: int = 1
     eval_freq: int = 0
+    save_every_steps: int = 0           # also write checkpoint_last.pth every N steps inside epochs (0: off)
+    keep_checkpoints: int = 0           # keep only the N newest checkpoint_<epoch>.pth (0: all)
     start_epoch: int = 0
+    start: EpochStart = EpochStart()    # where start_epoch begins (a mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
+    steps_per_epoch: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.steps_per_epoch = len(self.loader)
 
 
-def checkpoint_payload(run: Run, epochs_done: int) -> dict[str, Any]:
+def checkpoint_payload(run: Run, epochs_done: int, iteration: int = 0) -> dict[str, Any]:
+    """Everything `resume` restores, at the point `iteration` steps into epoch `epochs_done` (mid_epoch
+    is added by `save_position`)."""
     return {
         "format_version": FORMAT_VERSION,
         "model": run.model.state_dict(),
@@ -61,14 +91,15 @@ def checkpoint_payload(run: Run, epochs_done: int) -> dict[str, Any]:
         "scaler": run.scaler.state_dict(),
         "rng": capture_rng_state(),
         "epoch": epochs_done,
-        "step": epochs_done * len(run.loader),
+        "step": epochs_done * run.steps_per_epoch + iteration,
         "args": run.args,
     }
 
 
 def resume(run: Run, path: str) -> None:
-    """Restore model, loss state, optimisers, scheduler, scaler, RNG and epoch from `path`."""
+    """Restore model, loss state, optimisers, scheduler, scaler, RNG and position from `path`."""
     ckpt = load_checkpoint(path)
+    check_resume_keys(ckpt, path)
     load_state_strict(run.model, ckpt["model"], "model", path)
     load_state_strict(run.loss_fn, ckpt["loss"], "loss state", path)
     run.optimizers.main.load_state_dict(ckpt["optimizer"])
@@ -79,7 +110,28 @@ def resume(run: Run, path: str) -> None:
     run.scaler.load_state_dict(ckpt["scaler"])
     restore_rng_state(ckpt["rng"])
     run.start_epoch = int(ckpt["epoch"])
-    print(f"resumed from {path}: {run.start_epoch} epoch(s) done")
+    run.start = _resume_point(run, ckpt.get("mid_epoch"), path)
+    print(f"resumed from {path}: {run.start_epoch} epoch(s)"
+          + (f" and {run.start.iteration} step(s) of epoch {run.start_epoch}" if run.start.iteration else "") + " done")
+
+
+def _resume_point(run: Run, mid_epoch: dict[str, Any] | None, path: str) -> EpochStart:
+    """Where the resumed epoch begins: after the checkpoint's steps when this run can continue exactly there
+    (same batches per epoch, world size and batch size, a sampler that can skip), else at its first batch."""
+    if mid_epoch is None:
+        return EpochStart()
+    rank, world_size = world()
+    saved = (mid_epoch["steps_per_epoch"], mid_epoch["world_size"], mid_epoch["batch_size"])
+    here = (run.steps_per_epoch, world_size, run.args.get("batch_size_train"))
+    if not isinstance(run.sampler, MidEpochSampler):
+        reason = "the training loader cannot start inside an epoch"
+    elif saved != here:
+        reason = f"it was written with (steps per epoch, world size, batch size) = {saved}, this run has {here}"
+    else:
+        return EpochStart(int(mid_epoch["iteration"]), mid_epoch["rng"][rank])
+    print(f"note: {path} was written after step {mid_epoch['iteration']} of epoch {run.start_epoch}, but {reason}: "
+          f"epoch {run.start_epoch} restarts from its first batch")
+    return EpochStart()
 
 
 def _save(run: Run, epochs_done: int, numbered: bool) -> None:
@@ -89,8 +141,51 @@ def _save(run: Run, epochs_done: int, numbered: bool) -> None:
         numbered_path = run.output_dir / f"checkpoint_{epochs_done}.pth"
         save_atomic(payload, numbered_path)
         link_atomic(numbered_path, last)
+        prune_numbered(run.output_dir, run.keep_checkpoints)
     else:
         save_atomic(payload, last)
+
+
+def _rng_of_every_rank() -> list[dict[str, Any]]:
+    """The RNG states of all ranks, indexed by rank (a collective under torch.distributed)."""
+    state = capture_rng_state()
+    _, world_size = world()
+    if world_size == 1:
+        return [state]
+    states: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def save_position(run: Run, epoch: int, iteration: int) -> Path:
+    """Write `checkpoint_last.pth` after `iteration` steps of epoch `epoch`, with every rank's RNG state.
+
+    Every rank takes part (the RNG gather), rank 0 writes, all ranks wait for it. Returns the path.
+    """
+    last = run.output_dir / "checkpoint_last.pth"
+    rng = _rng_of_every_rank()
+    if world()[0] == 0:
+        payload = checkpoint_payload(run, epoch, iteration)
+        payload["mid_epoch"] = {"iteration": iteration, "steps_per_epoch": run.steps_per_epoch,
+                                "world_size": len(rng), "batch_size": run.args.get("batch_size_train"), "rng": rng}
+        save_atomic(payload, last)
+    barrier()
+    return last
+
+
+def save_interrupted(run: Run, stop: Preempted) -> None:
+    """Write `checkpoint_last.pth` after `stop.iteration` steps of epoch `stop.epoch` (all ranks call this)."""
+    path = save_position(run, stop.epoch, stop.iteration)
+    if world()[0] == 0:
+        print(f"{stop}: wrote {path}")
+
+
+def _after_step(run: Run, epoch: int, iterations_done: int) -> None:
+    """Per-step hook: the `--save_every_steps` checkpoint inside an epoch (the epoch end saves anyway)."""
+    global_step = epoch * run.steps_per_epoch + iterations_done
+    if run.save_every_steps and global_step % run.save_every_steps == 0 and iterations_done < run.steps_per_epoch:
+        save_position(run, epoch, iterations_done)
+    crashpoints.after_step(global_step)
 
 
 def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]:
@@ -109,14 +204,26 @@ def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]
 def fit(run: Run) -> dict[str, float]:
     """Train epochs [start_epoch, epochs); return the final evaluation metrics."""
     rank, _ = world()
+    if rank == 0 and (stale := remove_stale_temporaries(run.output_dir)):
+        print(f"removed {len(stale)} incomplete checkpoint file(s) left by an interrupted save")
     final_metrics: dict[str, float] = {}
     for epoch in range(run.start_epoch, run.epochs):
         seed_everything(run.seed + rank + 1000 * epoch)
         run.sampler.set_epoch(epoch)
+        start = run.start if epoch == run.start_epoch else EpochStart()
+        if start.iteration:
+            run.sampler.start_at_batch(start.iteration)
         run.loss_fn.set_epoch(epoch, run.epochs)
-        run.schedule.start_epoch(epoch)
-        train_stats = train_one_epoch(run.task, run.loader, run.optimizers, run.schedule, run.scaler, epoch,
-                                      run.step_config)
+        run.schedule.resume_at(epoch, start.iteration)
+        try:
+            train_stats = train_one_epoch(run.task, run.loader, run.optimizers, run.schedule, run.scaler, epoch,
+                                          run.step_config, start, partial(_after_step, run))
+        except Preempted as stop:
+            save_interrupted(run, stop)
+            raise
+        except TooManySkippedSteps as stop:
+            stop.checkpoint = str(save_position(run, stop.epoch, stop.iteration))
+            raise
         record: dict[str, Any] = {"epoch": epoch, "lr": train_stats.pop("lr"),
                                   **{f"train_{k}": v for k, v in train_stats.items()}}
         last_epoch = epoch + 1 == run.epochs

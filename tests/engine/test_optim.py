@@ -82,3 +82,23 @@ def test_weight_decay_skips_biases_norms_and_loss_parameters():
     assert isinstance(optimizers.tempnet, torch.optim.Adam)
     assert optimizers.tempnet.param_groups[0]["lr"] == 3e-5
     assert tempnet_lr(3e-5, 2) == pytest.approx(3e-5 * 0.81)
+
+
+@pytest.mark.parametrize("mode, warmup", [("legacy", {"warmup_epochs": 2}), ("legacy", {"warmup_epochs": 0}),
+                                          ("step", {"warmup_steps": 130})])
+def test_resume_at_sets_the_lr_of_an_uninterrupted_run(mode, warmup):
+    """A mid-epoch resume sets, from the position alone, the lr that replaying every step would give."""
+    steps, epochs = 250, 3
+    replayed = make_optimizer()
+    schedule = LRSchedule(replayed, mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, **warmup)
+    expected = {}
+    for epoch in range(epochs):
+        schedule.start_epoch(epoch)
+        for iteration in range(steps):
+            expected[epoch, iteration] = replayed.param_groups[0]["lr"]
+            schedule.after_step(epoch, iteration)
+    for epoch, iteration in [(0, 0), (0, 1), (0, 100), (0, 101), (0, 201), (0, 249), (1, 0), (1, 7), (2, 249)]:
+        fresh = make_optimizer()
+        LRSchedule(fresh, mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, **warmup).resume_at(epoch,
+                                                                                                           iteration)
+        assert fresh.param_groups[0]["lr"] == pytest.approx(expected[epoch, iteration], rel=1e-12), (epoch, iteration)

@@ -11,6 +11,10 @@ import torch
 from torch import Tensor
 
 
+class SampleIdError(IndexError):
+    """A pair id outside the per-sample state (D3: an error, never a silent clamp); one line for the CLI."""
+
+
 def check_ids(ids: Tensor, num_samples: int) -> Tensor:
     """Validate pair ids ([b] integers in [0, N)) and return them as int64.
 
@@ -25,7 +29,7 @@ def check_ids(ids: Tensor, num_samples: int) -> Tensor:
     bad = (ids < 0) | (ids >= num_samples)
     if bool(bad.any()):
         first = int(ids[bad][0])
-        raise IndexError(f"pair id {first} is out of range for the loss state of size num_samples={num_samples} "
+        raise SampleIdError(f"pair id {first} is out of range for the loss state of size num_samples={num_samples} "
                          f"(valid ids: 0..{num_samples - 1}; size the state from the data, e.g. --data_size)")
     return ids
 
