@@ -8,9 +8,10 @@ DEMO_OUT ?= output/demo
 
 .PHONY: demo test fashion-data clean-demo
 
-$(BIN)/.installed: requirements.txt requirements-test.txt
+$(BIN)/.installed: requirements.txt requirements-test.txt requirements-test-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
 # Debian's Fashion-MNIST (real images for the demo); best effort: the builders fall back to `shapes`.

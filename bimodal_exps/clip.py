@@ -15,13 +15,14 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader, DistributedSampler  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 from cli.options import UsageError, parse_args  # noqa: E402
 from dataset.collate import TokenizingCollate  # noqa: E402
-from dataset.errors import DataError  # noqa: E402
+from dataset.errors import DataError, without_worker_traceback  # noqa: E402
 from dataset.image_text import ImageTextDataset  # noqa: E402
 from dataset.retrieval import RetrievalDataset  # noqa: E402
+from dataset.sampler import ResumableDistributedSampler  # noqa: E402
 from dataset.transforms import build_retrieval_transform, build_train_transform, build_zeroshot_transform  # noqa: E402
 from dataset.zeroshot import ZeroShotDataset, load_zeroshot_classes  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
@@ -36,11 +37,12 @@ from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
+from models.gcl.state import SampleIdError  # noqa: E402
 from models.losses import LOSS_HPARAMS, build_loss  # noqa: E402
 from models.pretrained import PretrainedWeightsError  # noqa: E402
 
 USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps,
-               DistributedSetupError)
+               DistributedSetupError, SampleIdError)
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -84,7 +86,7 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     """`--evaluate --checkpoint PATH`: build the towers from config, load weights strictly, evaluate."""
     model_config = ModelConfig.from_args(args, pretrained=False)
     model = create_model(model_config).to(device)
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint, required=("model",))
     load_state_strict(model, checkpoint["model"], "model", args.checkpoint)
     evaluator = build_evaluator(args, create_tokenizer(model_config), device)
     retrieval, zeroshot = evaluator.run(model)
@@ -123,8 +125,8 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
                                            f"state size {state_size} ({size_from})")
     dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
                                max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=args.seed, drop_last=True)
+    sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size, rank=env.rank,
+                                          shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
                         num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
@@ -142,7 +144,8 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
 
     model = create_model(model_config).to(device)
     if args.checkpoint:
-        load_state_strict(model, load_checkpoint(args.checkpoint)["model"], "model", args.checkpoint)
+        load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
+                          args.checkpoint)
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
     hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
@@ -159,17 +162,19 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     stop_signal = StopSignal().install()
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
                              lr_temp_net=args.lr_temp_net, log_every=args.log_every,
-                             show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested)
+                             show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested,
+                             max_consecutive_skips=args.max_skipped_steps)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
               args=_plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
-              eval_freq=args.eval_freq)
-    if args.resume:
-        resume(run, args.resume)
-    if env.is_main:
-        print(f"training {args.ita_type} on {description}, "
-              f"{len(loader)} iterations/epoch × {args.epochs} epochs, device {device}, world size {env.world_size}")
+              eval_freq=args.eval_freq, save_every_steps=args.save_every_steps,
+              keep_checkpoints=args.keep_checkpoints)
     try:
+        if args.resume:
+            resume(run, args.resume)
+        if env.is_main:
+            print(f"training {args.ita_type} on {description}, {len(loader)} iterations/epoch × {args.epochs} "
+                  f"epochs, device {device}, world size {env.world_size}")
         return fit(run)
     finally:
         stop_signal.uninstall()
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{stop}; exiting with status {code}" + (f" ({requeue_slurm_job()})" if requeue else ""),
                   flush=True)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {without_worker_traceback(str(error))}", file=sys.stderr)
         code = 1
     except Exception:
         if not env.distributed:

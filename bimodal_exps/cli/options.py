@@ -35,9 +35,10 @@ def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     return normalised
 
 
-def _explicit_dests(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
-    return {action.dest for action in parser._actions
-            if action.dest != "help" and getattr(args, action.dest, None) != action.default}
+def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Flags typed on the command line (config-file defaults are not warned about)."""
+    typed = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return {action.dest for action in parser._actions if typed.intersection(action.option_strings)}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -48,7 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     if pre.config:
         parser.set_defaults(**_yaml_defaults(parser, pre.config))
     args = parser.parse_args(argv)
-    explicit = _explicit_dests(build_parser(), args)
+    explicit = _explicit_dests(parser, argv)
     warnings = _finalise(args, explicit)
     return args, warnings
 
@@ -68,19 +69,43 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
         args.zs_dataset = "none"
     if args.store_tau:
         warnings.append("--store_tau: per-sample temperatures are saved in every checkpoint (loss state)")
-    for name in ("epochs", "batch_size_train", "batch_size_test", "zs_batch_size", "image_res", "embed_dim"):
+    for name in ("epochs", "batch_size_train", "batch_size_test", "zs_batch_size", "image_res", "embed_dim",
+                 "max_skipped_steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    for name in ("keep_checkpoints", "save_every_steps"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name} must be >= 0 (got {getattr(args, name)}; 0 turns it off)")
+    if args.dist_timeout <= 0:
+        raise UsageError(f"--dist_timeout must be positive (got {args.dist_timeout} minutes)")
     if not 0 < args.train_frac <= 1:
         raise UsageError(f"--train_frac must be in (0, 1] (got {args.train_frac})")
     if args.evaluate and not args.checkpoint:
         raise UsageError("--evaluate needs --checkpoint PATH (a checkpoint_<epoch>.pth written by training)")
     if args.dataset_type == "auto":
         args.dataset_type = "webdataset" if args.train_data and ".tar" in args.train_data else "json"
-    if args.dataset_type == "webdataset":
-        raise UsageError("--dataset_type webdataset is not available yet (tracked in the WebDataset issue)")
+    warnings.extend(_check_webdataset(args))
     _derive_paths(args)
     return warnings
+
+
+def _check_webdataset(args: argparse.Namespace) -> list[str]:
+    """Training from shards needs --train-data and --train-num-samples; sizes must be positive."""
+    if args.dataset_type != "webdataset":
+        return ["--dataset_resampled is only used with --dataset_type webdataset"] if args.dataset_resampled else []
+    for flag, value in (("--train-num-samples", args.train_num_samples), ("--data_size", args.data_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be >= 1 (got {value})")
+    if args.evaluate:
+        return []
+    missing = [flag for flag, value in (("--train-data", args.train_data),
+                                        ("--train-num-samples", args.train_num_samples)) if not value]
+    if missing:
+        raise UsageError(f"--dataset_type webdataset needs {' and '.join(missing)} "
+                         "(shard pattern, e.g. 'cc12m/{00000..01242}.tar', and samples per epoch)")
+    if args.train_frac != 1.0:
+        return ["--train_frac is not used with --dataset_type webdataset (--train-num-samples sets the epoch)"]
+    return []
 
 
 def _derive_paths(args: argparse.Namespace) -> None:

@@ -46,13 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(data, "--coco_image_root", default=None,
              help="COCO images (default: <data_path>/mscoco_val/mscoco_val2014_subset_5k)")
     add_flag(data, "--dataset_type", default="json", choices=["json", "webdataset", "auto"],
-             help="training input: annotation JSON + image folder, or webdataset shards")
+             help="training input: annotation JSON + image folder, or webdataset shards (auto: by --train-data's "
+                  ".tar extension)")
     add_flag(data, "--train-data", default=None, help="webdataset shard pattern (brace expansion, '::' lists)")
     add_flag(data, "--train-num-samples", type=int, default=None, help="webdataset samples per epoch")
-    add_flag(data, "--data_size", type=int, default=None, help="upper bound of webdataset sample keys (state size)")
+    add_flag(data, "--data_size", type=int, default=None,
+             help="upper bound of webdataset sample keys, sizes the per-sample loss state "
+                  "(default: scan the shards once for max key + 1)")
+    add_flag(data, "--dataset_resampled", action="store_true",
+             help="webdataset: draw shards with replacement (per rank and worker) instead of shuffling and splitting")
     add_flag(data, "--workers", type=int, default=4, help="training DataLoader workers")
     add_flag(data, "--val_workers", type=int, default=2, help="evaluation DataLoader workers")
     add_flag(data, "--max_words", type=int, default=30, help="captions are cut to this many words")
+    add_flag(data, "--train_transform", default="augment", choices=["augment", "deterministic"],
+             help="training images: random crops/flips/RandomAugment, or the retrieval resize (reproducible runs, "
+                  "exactness checks across world sizes)")
     add_bool_flag(data, "--strict_data", default=False,
                   help="fail on a training entry with a missing/empty image instead of skipping and counting it")
 
@@ -120,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                   help="use torch.distributed (default: on when launched with world size > 1)")
     add_flag(run, "--world_size", type=int, default=None, help="expected number of processes (checked)")
     add_flag(run, "--dist_url", default="env://", help="rendezvous URL")
+    add_flag(run, "--dist_timeout", type=float, default=30.0,
+             help="minutes a collective may wait for the other ranks before the job fails")
+    add_flag(run, "--requeue_on_preempt", action="store_true",
+             help="after SIGTERM/SIGUSR1 has written checkpoint_last.pth, run `scontrol requeue $SLURM_JOB_ID`")
     add_flag(run, "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     add_flag(run, "--seed", type=int, default=42, help="base seed (each process adds its rank)")
     add_flag(run, "--output_dir", default="./output/clip_test", help="where logs and checkpoints go")
@@ -127,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
              help="resume from PATH (no value: checkpoint_last.pth in --output_dir)")
     add_flag(run, "--checkpoint", default="", help="weights to evaluate (--evaluate) or to start training from")
     add_flag(run, "--save_freq", type=int, default=1, help="write checkpoint_<epoch>.pth every N epochs")
+    add_flag(run, "--keep_checkpoints", type=int, default=0,
+             help="keep only the K newest checkpoint_<epoch>.pth (0 = all); the one checkpoint_last.pth names stays")
+    add_flag(run, "--save_every_steps", type=int, default=0,
+             help="also write checkpoint_last.pth every N training steps, inside epochs; --resume continues at "
+                  "that step (0 = only at epoch ends)")
+    add_flag(run, "--max_skipped_steps", type=int, default=100,
+             help="stop (after writing checkpoint_last.pth) when K steps in a row have a non-finite loss")
     add_flag(run, "--log_every", type=int, default=50, help="progress-bar refresh interval (iterations)")
     add_bool_flag(run, "--progress", default=True, help="show a tqdm progress bar")
 

@@ -35,9 +35,32 @@ def test_seed_000_train_and_eval_commands_parse_with_their_meaning():
     assert evaluate.evaluate and evaluate.checkpoint == "../checkpoint_30.pth"
 
 
-def test_seed_002_command_parses_until_the_webdataset_feature():
-    with pytest.raises(UsageError, match="not available yet"):
-        parse(SEED_002_TRAIN)
+def test_seed_002_command_parses_with_its_webdataset_flags():
+    args, notes = parse(SEED_002_TRAIN)
+    assert args.dataset_type == "webdataset" and args.train_data == "/data/cc12m/{00000..01242}.tar"
+    assert args.train_num_samples == 9184307 and args.data_size == 12423374 and not args.dataset_resampled
+    assert args.distributed is True and args.world_size == 8 and args.workers == 2 and args.seed == 2024
+    assert args.batch_size_train == 512 and args.ita_type == "isogclr_tempnet" and args.data == "cc12m"
+    assert args.val_coco_file == "/data/coco_val.json" and args.image_res == 224 and args.embed_dim == 512
+    assert not any("train_frac" in note for note in notes)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--dataset_type webdataset --train-num-samples 10", "needs --train-data"),
+    ("--dataset_type webdataset --train-data 'a/{0..3}.tar'", "needs --train-num-samples"),
+    ("--dataset_type webdataset --train-data a.tar --train-num-samples 0", "--train-num-samples must be >= 1"),
+    ("--dataset_type webdataset --train-data a.tar --train-num-samples 5 --data_size -1", "--data_size must be >= 1"),
+])
+def test_webdataset_flags_are_validated(flags, message):
+    with pytest.raises(UsageError, match=message):
+        parse(flags)
+
+
+def test_auto_dataset_type_follows_the_shard_extension():
+    assert parse("--dataset_type auto --train-data 's/{00..09}.tar' --train-num-samples 9")[0].dataset_type == \
+        "webdataset"
+    assert parse("--dataset_type auto")[0].dataset_type == "json"
+    assert parse("--dataset-resampled --dataset_type auto --train-data x.tar --train_num_samples 1")[0].dataset_resampled
 
 
 @pytest.mark.parametrize("flag, expected", [
