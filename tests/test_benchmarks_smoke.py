@@ -1,0 +1,96 @@
+"""Each benchmark command runs once on tiny data and towers and writes well-formed JSON and markdown.
+
+No timing is asserted: the machines running tests are shared and their timings mean nothing.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dataset.demo.build import main as build_demo
+
+REPO = Path(__file__).resolve().parents[1]
+TOWERS = ["--image_encoder", "test_vit", "--image_res", "32", "--text_encoder", "Transformer", "--text_width", "32",
+          "--text_heads", "2", "--text_layers", "1", "--context_length", "24", "--embed_dim", "32"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench_shapes")
+    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "128", "--num_val", "20",
+                       "--num_zeroshot_per_class", "1", "--image_size", "32"]) == 0
+    return root
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    """Run `benchmarks/<script>`; its stdout."""
+    command = [sys.executable, str(REPO / "benchmarks" / script), *args]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{' '.join(command)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def markdown_table(text: str) -> list[str]:
+    """The lines of the first markdown table in `text` (header, separator, rows); asserts it is well-formed."""
+    all_lines = text.splitlines()
+    start = next(i for i, line in enumerate(all_lines) if line.startswith("|"))
+    lines = []
+    for line in all_lines[start:]:
+        if not line.startswith("|"):
+            break
+        lines.append(line)
+    assert len(lines) >= 3 and set(lines[1]) <= set("|-: "), text
+    assert len({line.count("|") for line in lines}) == 1, text
+    return lines
+
+
+def test_loss_cost_reports_the_matmul_floor(tmp_path):
+    out = tmp_path / "loss_cost.json"
+    run_benchmark("loss_cost.py", "--batch-sizes", "16", "--dim", "16", "--repeats", "1", "--threads", "1",
+                  "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    floor = [r for r in rows if r["loss"].startswith("matmul floor")]
+    assert len(floor) == 1 and floor[0]["time_x_floor"] == 1.0
+    assert {"clip", "sogclr", "fastclip_v3"} <= {r["loss"] for r in rows}
+    assert all(r["ms"] > 0 and r["time_x_floor"] > 0 for r in rows)
+    assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + len(rows)
+
+
+def test_throughput_vs_openclip_runs_both_trainers(tmp_path, shapes):
+    run_benchmark("throughput_vs_openclip.py", "--work-dir", str(tmp_path), "--demo-dir", str(shapes),
+                  "--image-encoder", "test_vit", "--image-res", "32", "--text-width", "32", "--text-heads", "2",
+                  "--text-layers", "1", "--context-length", "24", "--embed-dim", "32", "--batch-size", "16",
+                  "--num-samples", "32", "--epochs", "1", "--repeats", "1", "--steps", "1", "--workers", "0",
+                  "--threads", "1")
+    results = json.loads((tmp_path / "throughput_vs_openclip.json").read_text())
+    for key in ("trainers", "synthetic"):
+        assert results[key]["ours_samples_per_s"] > 0 and results[key]["openclip_samples_per_s"] > 0
+        assert results[key]["ratio"] == pytest.approx(
+            results[key]["ours_samples_per_s"] / results[key]["openclip_samples_per_s"])
+    config = json.loads((tmp_path / "openclip_model" / "open_clip_config.json").read_text())["model_cfg"]
+    assert config["vision_cfg"]["timm_model_name"] == "test_vit" and config["text_cfg"]["width"] == 32
+    assert len(markdown_table((tmp_path / "throughput_vs_openclip.md").read_text())) == 4
+
+
+def test_loss_comparison_writes_report_and_plots(tmp_path, shapes):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- loss-comparison:begin (written by benchmarks/loss_comparison.py --readme) -->\n"
+                      "old\n<!-- loss-comparison:end -->\ntail\n")
+    args = ["--ita-types", "clip", "--batch-sizes", "16", "--seeds", "0", "--epochs", "1", "--train-frac", "0.25",
+            "--out-dir", str(tmp_path / "runs"), "--demo-dir", str(shapes), "--results-md",
+            str(tmp_path / "results.md"), "--plots-dir", str(tmp_path / "plots"), "--readme", str(readme),
+            "--", *TOWERS, "--workers", "0", "--val_workers", "0"]
+    run_benchmark("loss_comparison.py", *args)
+    report = json.loads((tmp_path / "runs" / "loss_comparison.json").read_text())
+    assert [(r["ita_type"], r["batch"], r["seeds"]) for r in report["summary"]] == [("clip", 16, [0])]
+    assert len(report["runs"][0]["curve"]) == 1
+    assert not list((tmp_path / "runs").glob("**/*.pth"))
+    assert len(markdown_table((tmp_path / "results.md").read_text())) == 3
+    for plot in ("metric_vs_epoch.png", "metric_vs_batch.png"):
+        assert (tmp_path / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- loss-comparison:end -->\ntail\n") and "| clip | 16 |" in text
+    again = run_benchmark("loss_comparison.py", *args)  # incremental: the finished run is skipped
+    assert "training clip" not in again and "1/1 runs finished" in again
