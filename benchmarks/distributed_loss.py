@@ -4,13 +4,17 @@ Usage (from the repository root; CPU, gloo, W processes on this machine):
     python benchmarks/distributed_loss.py --world 2 --batch-sizes 256 1024 --out output/distributed_loss.json
 
 Two recipes, same loss module (`build_loss`), same global batch B = W·b, d-dimensional features:
-* local rows (what the losses do): autograd all-gather whose backward sums over ranks; each rank computes
-  its b anchor rows against the B candidates (b×B per direction) and all-gathers its anchors' new state.
-* full matrix (ALBEF-derived references): all-gather whose backward keeps the own slice; every rank computes
-  the whole B×B loss and updates the state of all B ids itself.
+* local rows (what the losses do): each rank computes its b anchor rows against the B candidates (b×B per
+  direction) and all-gathers its anchors' new state, in both `dist_mode`s:
+  - autograd: all-gather whose backward sums the B×d feature gradients over ranks (all-reduce on gloo);
+  - fastclip: all-gather without grad plus FastCLIP's candidate part (B global anchors × b local
+    candidates, from per-anchor scalars that ride in the state all-gather); no collective in the backward.
+* full matrix (ALBEF-derived references; dist_mode n/a): all-gather whose backward keeps the own slice;
+  every rank computes the whole B×B loss and updates the state of all B ids itself.
 Reported per rank: median forward+backward time, bytes of tensors saved for backward (the loss's activation
-memory), and bytes sent per step, counted by wrapping the collectives (ring estimates: all_gather (W−1)·n,
-all_reduce 2(W−1)/W·n, reduce_scatter (W−1)/W·n for an n-byte input).
+memory), and bytes sent per step (and the part sent during the backward), counted by wrapping the
+collectives (ring estimates: all_gather (W−1)·n, all_reduce 2(W−1)/W·n, reduce_scatter (W−1)/W·n for an
+n-byte input).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bimodal_exps"))
 from models.gcl import collectives  # noqa: E402
 from models.losses import build_loss  # noqa: E402
 
-RECIPES = ("local rows", "full matrix")
+CELLS = (("local rows", "autograd"), ("local rows", "fastclip"), ("full matrix", "n/a"))  # (recipe, dist_mode)
 
 
 class _GatherOwnSlice(torch.autograd.Function):
@@ -118,45 +122,51 @@ def _features(b: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return img, txt
 
 
-def _step(loss_fn, recipe: str, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor) -> None:
+def _forward(loss_fn, recipe: str, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The loss of one step under `recipe` (forward only, including its collectives)."""
     if recipe == "local rows":
-        out = loss_fn(img, txt, ids)
-        out.loss.backward()
-        return
+        return loss_fn(img, txt, ids).loss
     all_img, all_txt = _GatherOwnSlice.apply(img), _GatherOwnSlice.apply(txt)
     all_ids = collectives.all_gather_no_grad(ids)
     with single_process_view():
-        out = loss_fn(all_img, all_txt, all_ids)
-        out.loss.backward()
+        return loss_fn(all_img, all_txt, all_ids).loss
 
 
-def measure(rank: int, world: int, loss_name: str, recipe: str, global_batch: int, dim: int,
+def _step(loss_fn, recipe: str, img: torch.Tensor, txt: torch.Tensor, ids: torch.Tensor) -> None:
+    _forward(loss_fn, recipe, img, txt, ids).backward()
+
+
+def measure(rank: int, world: int, loss_name: str, recipe: str, dist_mode: str, global_batch: int, dim: int,
             repeats: int) -> dict[str, float]:
-    """One (loss, recipe, B) cell on this rank."""
+    """One (loss, recipe, dist_mode, B) cell on this rank."""
     b = global_batch // world
-    loss_fn = build_loss(loss_name, num_samples=global_batch)
+    mode = {} if dist_mode == "n/a" else {"dist_mode": dist_mode}
+    loss_fn = build_loss(loss_name, num_samples=global_batch, **mode)
     img, txt = _features(b, dim, seed=1000 * rank + global_batch)
     ids = torch.arange(rank * b, (rank + 1) * b)
     _step(loss_fn, recipe, img, txt, ids)  # warm-up, first visit of every id
-    counter = CommCounter()
+    counter, losses = CommCounter(), []
     with counter.counting():
-        activation = saved_bytes(lambda: _step(loss_fn, recipe, img, txt, ids))
+        activation = saved_bytes(lambda: losses.append(_forward(loss_fn, recipe, img, txt, ids)))
+        forward_bytes = counter.bytes
+        losses.pop().backward()
     times = []
     for _ in range(repeats):
         dist.barrier()
         start = time.perf_counter()
         _step(loss_fn, recipe, img, txt, ids)
         times.append(1000.0 * (time.perf_counter() - start))
-    return {"ms": statistics.median(times), "saved_mb": activation / 2**20, "comm_kb": counter.bytes / 2**10}
+    return {"ms": statistics.median(times), "saved_mb": activation / 2**20, "comm_kb": counter.bytes / 2**10,
+            "comm_bwd_kb": (counter.bytes - forward_bytes) / 2**10}
 
 
 def worker(rank: int, world: int, port: int, config: dict, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        rows = [{"loss": loss, "recipe": recipe, "B": batch, "rank": rank,
-                 **measure(rank, world, loss, recipe, batch, config["dim"], config["repeats"])}
-                for batch in config["batch_sizes"] for loss in config["losses"] for recipe in RECIPES]
+        rows = [{"loss": loss, "recipe": recipe, "dist_mode": mode, "B": batch, "rank": rank,
+                 **measure(rank, world, loss, recipe, mode, batch, config["dim"], config["repeats"])}
+                for batch in config["batch_sizes"] for loss in config["losses"] for recipe, mode in CELLS]
         torch.save(rows, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -169,22 +179,25 @@ def _free_port() -> int:
 
 
 def summarise(per_rank: list[list[dict]]) -> list[dict]:
-    """One row per (B, loss, recipe): the slowest rank's time, the largest memory and traffic."""
+    """One row per (B, loss, recipe, dist_mode): the slowest rank's time, the largest memory and traffic."""
     rows = []
     for cells in zip(*per_rank):
         first = cells[0]
-        rows.append({"B": first["B"], "loss": first["loss"], "recipe": first["recipe"],
+        rows.append({"B": first["B"], "loss": first["loss"], "recipe": first["recipe"], "dist_mode": first["dist_mode"],
                      "ms_per_rank": max(c["ms"] for c in cells), "saved_mb_per_rank": max(c["saved_mb"] for c in cells),
-                     "comm_kb_per_rank": max(c["comm_kb"] for c in cells)})
+                     "comm_kb_per_rank": max(c["comm_kb"] for c in cells),
+                     "comm_bwd_kb_per_rank": max(c["comm_bwd_kb"] for c in cells)})
     return rows
 
 
 def markdown(rows: list[dict], world: int, dim: int) -> str:
     lines = [f"W = {world} (gloo, CPU), d = {dim}; per rank, forward+backward of the loss",
-             "", "| B | loss | recipe | time (ms) | saved for backward (MB) | sent per step (KB) |",
-             "|---:|---|---|---:|---:|---:|"]
-    lines += [f"| {r['B']} | {r['loss']} | {r['recipe']} | {r['ms_per_rank']:.2f} | {r['saved_mb_per_rank']:.2f} | "
-              f"{r['comm_kb_per_rank']:.0f} |" for r in rows]
+             "", "| B | loss | recipe | dist_mode | time (ms) | saved for backward (MB) | sent per step (KB) "
+                 "| of which in backward (KB) |",
+             "|---:|---|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['B']} | {r['loss']} | {r['recipe']} | {r['dist_mode']} | {r['ms_per_rank']:.2f} | "
+              f"{r['saved_mb_per_rank']:.2f} | {r['comm_kb_per_rank']:.0f} | {r['comm_bwd_kb_per_rank']:.0f} |"
+              for r in rows]
     return "\n".join(lines)
 
 

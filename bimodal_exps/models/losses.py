@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from models.gcl.base import ContrastiveLoss, GCLLoss, LossOutput
+from models.gcl.base import DIST_MODES, ContrastiveLoss, GCLLoss, LossOutput
 from models.gcl.clip_loss import CLIPLoss
 from models.gcl.estimator import NORMALIZERS, STATE_INITS
 from models.gcl.fastclip import V3_TAU_GRADS, FastCLIPLoss
@@ -85,6 +85,11 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
     "tau_eps": LossHParam(float, 1e-8, "fastclip_v2: eps of the per-sample τ rule"),
     "v3_tau_grad": LossHParam(str, "reference", "fastclip_v3 τ-gradient: reference (E_w term counted twice, "
                                                 "as tuned upstream) or consistent", V3_TAU_GRADS),
+    "dist_mode": LossHParam(str, "autograd", "multi-process gradient of the candidates: autograd (all-gather whose "
+                                             "backward reduces B×d feature gradients over ranks) or fastclip "
+                                             "(gather without grad plus FastCLIP's local candidate part: same "
+                                             "gradients, no collective in the backward); identical in one process",
+                            DIST_MODES),
 }
 
 _GCL = ("sogclr_gamma", "gamma_schedule", "gamma_decay_epochs", "state_init")
@@ -92,8 +97,9 @@ _RHO = ("rho_init", "rho", "rho_I", "rho_T")
 _ISOG = (*_GCL, *_RHO, "gcl_normalizer", "tau_init", "eta_init", "eta_sched", "eta_min", "eta_exp_gamma",
          "eta_cosine", "eta_exp_parity", "beta_u", "tau_min", "tau_max")
 _MINE = ("temp", *_GCL, "cov_coeff", "std_coeff", "info_alpha")
+_COMMON = ("dist_mode",)  # read by every loss (all support both distributed modes)
 
-_USED: dict[str, tuple[str, ...]] = {
+_OWN: dict[str, tuple[str, ...]] = {
     "clip": ("temp", "learnable_temp"),
     "sogclr": ("temp", *_GCL, "gcl_normalizer"),
     "isogclr": _ISOG,
@@ -111,6 +117,7 @@ _USED: dict[str, tuple[str, ...]] = {
     "fastclip_v3": ("temp", *_GCL, *_RHO, "v3_tau_grad"),
 }
 
+_USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OWN.items()}
 ITA_TYPES: tuple[str, ...] = tuple(_USED)
 
 

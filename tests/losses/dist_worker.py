@@ -2,9 +2,13 @@
 
 `run_case` is shared by the ranks and the single-process reference. The "model" is one parameter
 P ([B, 2d], identical on every rank); rank r feeds normalise(P[r·b:(r+1)·b]) to the loss, so averaging
-P's gradient over ranks is exactly what DDP does with parameter gradients.
+P's gradient over ranks is exactly what DDP does with parameter gradients. Every case runs in both
+`dist_mode`s, and the collectives called during the backward are counted.
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -12,6 +16,9 @@ import torch.nn.functional as F
 
 from models.losses import build_loss
 
+DIST_MODES = ("autograd", "fastclip")
+COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "reduce_scatter", "reduce_scatter_tensor",
+               "broadcast", "all_to_all", "send", "recv")
 WORLD, LOCAL_B, DIM, NUM_SAMPLES, STEPS = 2, 4, 6, 12, 3
 SMALL = {"embed_dim": DIM, "tempnet_protos": 4, "tempnet_dropout": 0.0}
 CASES = [
@@ -53,21 +60,46 @@ def _mean_over_ranks(tensors: list[torch.Tensor], world: int) -> list[torch.Tens
     return out
 
 
-def run_case(name: str, kw: dict, rank: int, world: int) -> dict:
-    """Three steps (epochs 0, 1, 2) of `name`; returns DDP-averaged gradients and the final state."""
+@contextlib.contextmanager
+def counting_collectives() -> Iterator[list[str]]:
+    """Record the names of the torch.distributed collectives called inside the block."""
+    calls: list[str] = []
+    originals = {name: getattr(dist, name) for name in COLLECTIVES}
+
+    def counted(name: str, original: Callable) -> Callable:
+        def call(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        return call
+
+    for name, original in originals.items():
+        setattr(dist, name, counted(name, original))
+    try:
+        yield calls
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)
+
+
+def run_case(name: str, kw: dict, rank: int, world: int, dist_mode: str = "autograd") -> dict:
+    """Three steps (epochs 0, 1, 2) of `name`; returns DDP-averaged gradients, the final state and the
+    collectives called by the backward passes."""
     torch.manual_seed(0)  # identical loss-parameter init on every rank (as DDP's broadcast would ensure)
-    loss = build_loss(name, NUM_SAMPLES, **kw).double()
+    loss = build_loss(name, NUM_SAMPLES, dist_mode=dist_mode, **kw).double()
     params = [p for g in loss.param_groups() for p in g["params"]]
     b = WORLD * LOCAL_B // world
     rows = slice(rank * b, (rank + 1) * b)
-    result = {"grad": [], "param_grads": []}
+    result = {"grad": [], "param_grads": [], "backward_collectives": []}
     for step in range(STEPS):
         loss.set_epoch(step, STEPS)
         p_full, ids = step_data(step)
         p_full.requires_grad_()
         local = p_full[rows]
         out = loss(F.normalize(local[:, :DIM], dim=1), F.normalize(local[:, DIM:], dim=1), ids[rows])
-        grads = _mean_over_ranks(list(torch.autograd.grad(out.loss, [p_full, *params])), world)
+        with counting_collectives() as calls:
+            grads = list(torch.autograd.grad(out.loss, [p_full, *params]))
+        result["backward_collectives"] += calls
+        grads = _mean_over_ranks(grads, world)
         result["grad"].append(grads[0])
         result["param_grads"].append(grads[1:])
         with torch.no_grad():
@@ -81,7 +113,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        results = [run_case(name, kw, rank, world) for name, kw in CASES]
+        results = {mode: [run_case(name, kw, rank, world, mode) for name, kw in CASES] for mode in DIST_MODES}
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()

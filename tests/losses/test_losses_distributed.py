@@ -1,4 +1,5 @@
-"""D4 / losses §9: two gloo ranks on CPU equal one process on the concatenated batch, for every loss."""
+"""D4 / losses §9: two gloo ranks on CPU equal one process on the concatenated batch, for every loss, in
+both `dist_mode`s (autograd gather; FastCLIP's no-grad gather plus candidate part, §6.2)."""
 from __future__ import annotations
 
 import socket
@@ -12,7 +13,10 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the spawned workers import dist_worker by name
 import dist_worker  # noqa: E402
 
-from models.losses import ITA_TYPES  # noqa: E402
+from models.losses import ITA_TYPES, build_loss  # noqa: E402
+
+CASE_IDS = [f"{n}-{i}" for i, (n, _) in enumerate(dist_worker.CASES)]
+TOL = {"rtol": 1e-6, "atol": 1e-9}
 
 
 def _free_port() -> int:
@@ -22,32 +26,66 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def rank_results(tmp_path_factory) -> list[list[dict]]:
+def rank_results(tmp_path_factory) -> list[dict[str, list[dict]]]:
+    """Per rank: {dist_mode: [result of every case]}."""
     out = tmp_path_factory.mktemp("dist")
     mp.spawn(dist_worker.worker, args=(dist_worker.WORLD, _free_port(), str(out)), nprocs=dist_worker.WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(dist_worker.WORLD)]
+
+
+def _assert_same_run(got: dict, want: dict, label: str) -> None:
+    """Feature and loss-parameter gradients of every step and the final state agree to 1e-6."""
+    for step in range(dist_worker.STEPS):
+        torch.testing.assert_close(got["grad"][step], want["grad"][step], **TOL,
+                                   msg=lambda m: f"{label} step {step} feature grad: {m}")
+        for a, b in zip(got["param_grads"][step], want["param_grads"][step], strict=True):
+            torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"{label} step {step} parameter grad: {m}")
+    assert got["state"].keys() == want["state"].keys()
+    for key, value in want["state"].items():
+        torch.testing.assert_close(got["state"][key], value, **TOL, msg=lambda m: f"{label} state {key}: {m}")
 
 
 def test_every_ita_type_is_covered():
     assert {name for name, _ in dist_worker.CASES} == set(ITA_TYPES)
 
 
-@pytest.mark.parametrize("case", range(len(dist_worker.CASES)),
-                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(dist_worker.CASES)])
-def test_two_ranks_equal_single_process(rank_results, case):
+def test_unknown_dist_mode_is_rejected():
+    with pytest.raises(ValueError, match="dist_mode must be one of"):
+        build_loss("sogclr", 4, dist_mode="reduce_scatter")
+
+
+@pytest.mark.parametrize("mode", dist_worker.DIST_MODES)
+@pytest.mark.parametrize("case", range(len(dist_worker.CASES)), ids=CASE_IDS)
+def test_two_ranks_equal_single_process(rank_results, case, mode):
     name, kw = dist_worker.CASES[case]
     single = dist_worker.run_case(name, kw, rank=0, world=1)
     for r, ranks in enumerate(rank_results):
-        got = ranks[case]
-        for step in range(dist_worker.STEPS):
-            torch.testing.assert_close(got["grad"][step], single["grad"][step], rtol=1e-6, atol=1e-9,
-                                       msg=lambda m: f"{name} rank {r} step {step} feature grad: {m}")
-            for a, b in zip(got["param_grads"][step], single["param_grads"][step]):
-                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
-        assert got["state"].keys() == single["state"].keys()
-        for key, value in single["state"].items():
-            torch.testing.assert_close(got["state"][key], value, rtol=1e-6, atol=1e-9,
-                                       msg=lambda m: f"{name} rank {r} state {key}: {m}")
-    for key, value in rank_results[0][case]["state"].items():  # replicas are identical, bit for bit
-        assert torch.equal(value, rank_results[1][case]["state"][key]), key
+        _assert_same_run(ranks[mode][case], single, f"{name} {mode} rank {r}")
+    for key, value in rank_results[0][mode][case]["state"].items():  # replicas are identical, bit for bit
+        assert torch.equal(value, rank_results[1][mode][case]["state"][key]), key
     assert any(g.abs().max() > 0 for g in single["grad"])
+
+
+@pytest.mark.parametrize("case", range(len(dist_worker.CASES)), ids=CASE_IDS)
+def test_fastclip_mode_equals_autograd_mode(rank_results, case):
+    name, _ = dist_worker.CASES[case]
+    for r, ranks in enumerate(rank_results):
+        _assert_same_run(ranks["fastclip"][case], ranks["autograd"][case], f"{name} rank {r} fastclip vs autograd")
+
+
+@pytest.mark.parametrize("case", range(len(dist_worker.CASES)), ids=CASE_IDS)
+def test_fastclip_backward_has_no_collective(rank_results, case):
+    for ranks in rank_results:
+        assert ranks["fastclip"][case]["backward_collectives"] == []
+        assert ranks["autograd"][case]["backward_collectives"]  # the counter sees the autograd gather's reduction
+
+
+@pytest.mark.parametrize("case", range(len(dist_worker.CASES)), ids=CASE_IDS)
+def test_modes_are_identical_in_one_process(case):
+    name, kw = dist_worker.CASES[case]
+    auto = dist_worker.run_case(name, kw, rank=0, world=1, dist_mode="autograd")
+    fast = dist_worker.run_case(name, kw, rank=0, world=1, dist_mode="fastclip")
+    for a, b in zip(auto["grad"], fast["grad"], strict=True):
+        assert torch.equal(a, b), name
+    for key, value in auto["state"].items():
+        assert torch.equal(value, fast["state"][key]), key

@@ -1,10 +1,16 @@
 """Shared plumbing of every loss: fp32 math, the distributed layout (D4) and per-sample state (D3).
 
 `ContrastiveLoss.forward` disables autocast, promotes the features to fp32 (fp64 stays fp64, which
-the tests use), all-gathers them with the summing backward and hands a `Batch` to `_compute`.
-Each rank computes only its b local anchor rows against the B global candidates; the per-rank loss
-is a mean over local anchors, so DDP's gradient averaging yields the single-process gradient of the
-global batch (losses spec §9).
+the tests use), all-gathers them and hands a `Batch` to `_compute`. Each rank computes only its b local
+anchor rows against the B global candidates; the per-rank loss is a mean over local anchors, so DDP's
+gradient averaging yields the single-process gradient of the global batch (losses spec §9).
+
+Two distributed modes (`dist_mode`, identical in a single process):
+* `autograd`: the gather's backward sums the candidate gradients over ranks (a reduce-scatter, or an
+  all-reduce on gloo, of B×d feature gradients).
+* `fastclip`: the gather carries no gradient; the loss adds FastCLIP's candidate part (`candidates.py`,
+  §6.2) computed from the row terms' per-anchor scalars, which travel in the state all-gather, so the
+  backward performs no collective. Terms of the whole global batch (regularisers) use `Batch.replicated`.
 
 `GCLLoss` adds the per-sample state: registered 1-D buffers of length `num_samples`, read at the
 local anchors' ids and written, after an all-gather of (ids, new rows), into every replica with the
@@ -12,15 +18,20 @@ deterministic last-occurrence rule; rows with non-finite values are skipped and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
 
 from . import collectives
+from .candidates import CandidateView, RowTerm, candidate_loss, pack
 from .estimator import STATE_INITS, Direction, Normaliser, gcl_direction, reset_mask
 from .schedules import gamma_at
 from .state import check_ids, write_rows
+
+DIST_MODES = ("autograd", "fastclip")
 
 
 @dataclass
@@ -38,20 +49,51 @@ class Batch:
     img: Tensor        # [b, d] local image features (compute dtype, with grad)
     txt: Tensor        # [b, d] local text features
     ids: Tensor        # [b] int64 pair ids
-    all_img: Tensor    # [B, d] gathered image features (grad flows back summed over ranks)
+    all_img: Tensor    # [B, d] gathered image features (autograd: grad flows back summed over ranks)
     all_txt: Tensor    # [B, d]
     pos_col: Tensor    # [b] global column of each local anchor's positive: rank·b + slot
     world: int
+    split: bool = False  # fastclip mode with W > 1: gathered features detached, candidate part needed
 
     @property
     def size(self) -> int:
         """Global batch size B."""
         return self.all_img.shape[0]
 
+    @cached_property
+    def similarities(self) -> tuple[Tensor, Tensor]:
+        """(e_loc·Ẑᵀ [b, B], z_loc·Êᵀ [b, B]); kept, because the candidate part reuses their values transposed."""
+        return self.img @ self.all_txt.T, self.txt @ self.all_img.T
+
     def differences(self) -> tuple[Tensor, Tensor]:
         """h^I [b, B] (image anchors vs texts) and h^T [b, B] (text anchors vs images), S_ij − S_ii."""
         pos = (self.img * self.txt).sum(dim=1, keepdim=True)
-        return self.img @ self.all_txt.T - pos, self.txt @ self.all_img.T - pos
+        sim_img, sim_txt = self.similarities
+        return sim_img - pos, sim_txt - pos
+
+    def candidate_loss(self, terms: Sequence[RowTerm], gathered: Tensor) -> Tensor | float:
+        """FastCLIP's candidate part for `terms` given their gathered [B, 3·T] scalars (0 unless split)."""
+        if not self.split:
+            return 0.0
+        sim_img, sim_txt = self.similarities
+        anchor_pos = (self.all_img * self.all_txt).sum(dim=1)
+        # image anchors' candidates are the local texts: their block is z_loc·Êᵀ, and vice versa
+        views = {"img": CandidateView(sim_txt, self.all_img, self.txt),
+                 "txt": CandidateView(sim_img, self.all_txt, self.img)}
+        return candidate_loss(terms, gathered, views, anchor_pos, self.pos_col)
+
+    def replicated(self, term: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """`term(global image features, global text features)`, a term every rank computes identically.
+
+        autograd: the gather's backward sums the W identical gradients, DDP's average restores ∂term.
+        fastclip: only the own rows carry the gradient, scaled by W (the value is unchanged), which gives
+        the same averaged gradient without a collective in the backward.
+        """
+        if not self.split:
+            return term(self.all_img, self.all_txt)
+        own = term(self.all_img.index_copy(0, self.pos_col, self.img),
+                   self.all_txt.index_copy(0, self.pos_col, self.txt))
+        return own + (self.world - 1) * (own - own.detach())
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -61,8 +103,11 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
 class ContrastiveLoss(nn.Module):
     """Base class: `loss_fn(image_features, text_features, ids) -> LossOutput`."""
 
-    def __init__(self) -> None:
+    def __init__(self, dist_mode: str = "autograd") -> None:
         super().__init__()
+        if dist_mode not in DIST_MODES:
+            raise ValueError(f"dist_mode must be one of {DIST_MODES}, got {dist_mode!r}")
+        self.dist_mode = dist_mode
         self.epoch = 0
         self.num_epochs = 1
 
@@ -93,12 +138,21 @@ class ContrastiveLoss(nn.Module):
         img, txt = image_features.to(dtype), text_features.to(dtype)
         ids = self._checked_ids(ids, img.device)
         rank, world = collectives.rank_and_world()
-        all_img, all_txt = collectives.all_gather_with_grad(img), collectives.all_gather_with_grad(txt)
+        split = self.dist_mode == "fastclip" and world > 1
+        gather = collectives.all_gather_no_grad if split else collectives.all_gather_with_grad
+        all_img, all_txt = gather(img), gather(txt)
         if all_img.shape[0] < 2:
             raise ValueError("contrastive losses need a global batch of at least 2 pairs")
         b = img.shape[0]
         pos_col = torch.arange(rank * b, (rank + 1) * b, device=img.device)
-        return Batch(img, txt, ids, all_img, all_txt, pos_col, world)
+        return Batch(img, txt, ids, all_img, all_txt, pos_col, world, split)
+
+    @staticmethod
+    def candidate_part(batch: Batch, terms: Sequence[RowTerm]) -> Tensor | float:
+        """Stateless losses: all-gather the row terms' scalars and return the candidate part (0 unless split)."""
+        if not batch.split:
+            return 0.0
+        return batch.candidate_loss(terms, collectives.all_gather_no_grad(pack(terms)))
 
     def _compute(self, batch: Batch) -> LossOutput:
         raise NotImplementedError
@@ -109,8 +163,9 @@ class GCLLoss(ContrastiveLoss):
 
     def __init__(self, num_samples: int, fields: dict[str, float], sogclr_gamma: float,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
-                 state_init: str = "first_visit", gamma_one_at_epoch0: bool = False) -> None:
-        super().__init__()
+                 state_init: str = "first_visit", gamma_one_at_epoch0: bool = False,
+                 dist_mode: str = "autograd") -> None:
+        super().__init__(dist_mode)
         if num_samples < 1:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         if gamma_decay_epochs is not None and gamma_decay_epochs < 1:
@@ -148,12 +203,19 @@ class GCLLoss(ContrastiveLoss):
         reset = reset_mask(log_u_old, self.state_init, self.epoch)
         return gcl_direction(h, batch.pos_col, tau, log_u_old, normaliser, gamma, reset, log_cap)
 
-    def write(self, ids: Tensor, values: dict[str, Tensor]) -> Tensor:
-        """Write new rows of the local anchors into every replica; return the skipped-row count."""
+    def write(self, batch: Batch, values: dict[str, Tensor],
+              terms: Sequence[RowTerm] = ()) -> tuple[Tensor, Tensor | float]:
+        """Write the local anchors' new rows into every replica; return (skipped rows, candidate part).
+
+        In fastclip mode the row terms' scalars (with the updated ℓ) ride along in the rows' all-gather,
+        and the candidate part (0 otherwise) is computed from them.
+        """
         names = list(values)
         rows = torch.stack([values[n].detach() for n in names], dim=1)
-        all_ids = collectives.all_gather_no_grad(ids)
+        if batch.split:
+            rows = torch.cat([rows, pack(terms).to(rows.dtype)], dim=1)
+        all_ids = collectives.all_gather_no_grad(batch.ids)
         all_rows = collectives.all_gather_no_grad(rows)
-        skipped = write_rows([getattr(self, n) for n in names], all_ids, all_rows)
+        skipped = write_rows([getattr(self, n) for n in names], all_ids, all_rows[:, :len(names)])
         self.nonfinite_total += skipped
-        return skipped
+        return skipped, batch.candidate_loss(terms, all_rows[:, len(names):])

@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import Batch, ContrastiveLoss, LossOutput
+from .candidates import RowTerm
 
 LEARNABLE_TEMP_RANGE = (0.001, 0.5)
 
@@ -20,8 +20,8 @@ class CLIPLoss(ContrastiveLoss):
     decay) clamped to [0.001, 0.5] before every forward, i.e. after the previous optimiser step.
     """
 
-    def __init__(self, temp: float = 0.01, learnable_temp: bool = False) -> None:
-        super().__init__()
+    def __init__(self, temp: float = 0.01, learnable_temp: bool = False, dist_mode: str = "autograd") -> None:
+        super().__init__(dist_mode)
         lo, hi = LEARNABLE_TEMP_RANGE
         if temp <= 0.0:
             raise ValueError(f"temp must be positive, got {temp}")
@@ -43,8 +43,13 @@ class CLIPLoss(ContrastiveLoss):
             tau = self.log_temp.to(batch.img.dtype).exp()
         else:
             tau = batch.img.new_full((), self.temp)
-        logits_img = batch.img @ batch.all_txt.T / tau
-        logits_txt = batch.txt @ batch.all_img.T / tau
-        loss = 0.5 * (F.cross_entropy(logits_img, batch.pos_col) + F.cross_entropy(logits_txt, batch.pos_col))
+        loss, terms = 0.0, []
+        for side, h in zip(("img", "txt"), batch.differences()):
+            # CE at the positive = LSE_j(h_ij/τ) (h_ii = 0): every candidate, the positive included, enters
+            # through S_ij alone, so the candidate part covers all of them (§6.2 with the positive kept)
+            lse = torch.logsumexp(h / tau, dim=1)
+            loss = loss + 0.5 * lse.mean()
+            terms.append(RowTerm(side, lse.detach(), tau.detach(), 0.5 / tau.detach(), mask_positive=False))
         t = tau.detach()
-        return LossOutput(loss, {"tau_img": t, "tau_txt": t, "objective": loss.detach()})
+        return LossOutput(loss + self.candidate_part(batch, terms), {"tau_img": t, "tau_txt": t,
+                                                                     "objective": loss.detach()})

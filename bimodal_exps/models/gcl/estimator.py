@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .candidates import RowTerm
+
 STATE_INITS = ("first_visit", "zero", "epoch0")
 NORMALIZERS = ("negatives", "positive_included")
 
@@ -69,10 +71,21 @@ class Direction:
     log_u: Tensor      # [b] updated ℓ = log u (the value to store)
     weights: Tensor    # [b, B] detached w_ij, 0 at the positive column
     neg_coef: float
+    tau: Tensor        # [b] anchor temperatures used for x = h/τ
+    log_cap: float | None = None
 
     def surrogate(self, y: Tensor) -> Tensor:
         """[b] neg_coef·Σ_j w_ij·y_ij: its gradient is the GCL gradient (value meaningless)."""
         return self.neg_coef * torch.einsum("ij,ij->i", self.weights, y)
+
+    def row_term(self, anchor: str, coef: Tensor | float = 1.0) -> RowTerm:
+        """The candidate-part description of `coef·surrogate(h)` in a loss (`anchor`: "img" or "txt").
+
+        `coef` ([b] or scalar, detached) is the factor the loss puts in front of this direction's
+        surrogate inside its mean over local anchors.
+        """
+        coef = torch.as_tensor(coef, dtype=self.log_u.dtype, device=self.log_u.device) * self.neg_coef
+        return RowTerm(anchor, self.log_u, self.tau, coef, log_cap=self.log_cap)
 
     def mean_x(self, h: Tensor, tau: Tensor) -> Tensor:
         """[b] E_{p_i}[h/τ] = neg_coef·Σ_j w_ij·x_ij (the positive has h = 0), detached."""
@@ -126,4 +139,4 @@ def gcl_direction(h: Tensor, pos_col: Tensor, tau: Tensor, log_u_old: Tensor, no
         log_g = torch.logaddexp(log_g, torch.full_like(log_g, math.log(normaliser.pos_mass)))
     log_u = moving_average(log_u_old, log_g, gamma, reset)
     weights.mul_(torch.exp(row_max - log_u).unsqueeze(1))  # exp(x − ℓ), bounded by (B−1)/γ
-    return Direction(log_u=log_u, weights=weights, neg_coef=normaliser.neg_coef)
+    return Direction(log_u=log_u, weights=weights, neg_coef=normaliser.neg_coef, tau=tau, log_cap=log_cap)

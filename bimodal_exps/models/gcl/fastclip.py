@@ -37,14 +37,14 @@ class FastCLIPLoss(GCLLoss):
                  state_init: str = "first_visit", rho_I: float | None = None, rho_T: float | None = None,
                  tau_init: float = 0.03, tau_min: float = 0.01, tau_max: float = 1.0, lr_tau: float = 0.0133,
                  tau_beta1: float = 0.9, tau_beta2: float = 0.999, tau_eps: float = 1e-8,
-                 v3_tau_grad: str = "reference") -> None:
+                 v3_tau_grad: str = "reference", dist_mode: str = "autograd") -> None:
         if version not in (0, 1, 2, 3):
             raise ValueError(f"FastCLIP version must be 0..3, got {version}")
         fields = {f"log_u_{s}": -math.inf for s in SIDES}
         if version == 2:
             fields.update({f"{k}_{s}": v for k, v in (("tau", tau_init), ("m", 0.0), ("v", 0.0)) for s in SIDES})
         super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
-                         gamma_one_at_epoch0=True)
+                         gamma_one_at_epoch0=True, dist_mode=dist_mode)
         if v3_tau_grad not in V3_TAU_GRADS:
             raise ValueError(f"v3_tau_grad must be one of {V3_TAU_GRADS}, got {v3_tau_grad!r}")
         if temp <= 0.0 or not 0.0 < tau_min < tau_max:
@@ -75,7 +75,7 @@ class FastCLIPLoss(GCLLoss):
         else:
             tau_global = h["img"].new_full((), self.temp)
         norm, gamma = Normaliser.negatives_only(batch.size), self.gamma
-        loss, new, stats, objective = 0.0, {}, {}, h["img"].new_zeros(())
+        loss, new, stats, objective, terms = 0.0, {}, {}, h["img"].new_zeros(()), []
         log_u_sum, mean_x_sum = h["img"].new_zeros(()), h["img"].new_zeros(())
         for s in SIDES:
             if self.version == 2:
@@ -85,14 +85,14 @@ class FastCLIPLoss(GCLLoss):
             d = self.direction(h[s], batch, tau, f"log_u_{s}", norm, gamma)
             new[f"log_u_{s}"] = d.log_u
             surrogate = d.surrogate(h[s])  # [b], τ-scaled: ∇ = τ_i·∇log g_i
+            # the features see coef·surrogate: ½∇log g (v0–v2) or τ·½∇log g (v3)
+            coef = 0.5 if self.version == 3 else 0.5 / tau
+            terms.append(d.row_term(s, coef))
+            loss = loss + (coef * surrogate).mean()
             if self.version == 0:
-                # features: ½·∇log g; θ (1/τ = e^θ): the full ∂(ĝ/u)/∂θ = (1/τ)·Σ_j w_ij h_ij/(B−1)
-                scale = 1.0 / tau_global
-                loss = loss + (0.5 * scale.detach() * surrogate + scale * surrogate.detach()).mean()
-            elif self.version in (1, 2):
-                loss = loss + 0.5 * (surrogate / tau).mean()
-            else:
-                loss = loss + 0.5 * surrogate.mean()
+                # θ (1/τ = e^θ): the full ∂(ĝ/u)/∂θ = (1/τ)·Σ_j w_ij h_ij/(B−1)
+                loss = loss + (surrogate.detach() / tau_global).mean()
+            elif self.version == 3:
                 log_u_sum = log_u_sum + d.log_u.mean()
                 mean_x_sum = mean_x_sum + d.mean_x(h[s], tau).mean()
             if self.version == 2:
@@ -103,9 +103,9 @@ class FastCLIPLoss(GCLLoss):
             rho = 0.5 * (self.rho["img"] + self.rho["txt"])
             # a term linear in τ whose τ-gradient is the v3 rule (the features see none of it)
             loss = loss + tau_global * (rho + 0.5 * log_u_sum - self.tau_grad_weight * mean_x_sum)
-        stats.update({"gamma": objective.new_full((), gamma), "objective": objective,
-                      "nonfinite": self.write(batch.ids, new)})
-        return LossOutput(loss, stats)
+        skipped, candidates = self.write(batch, new, terms)
+        stats.update({"gamma": objective.new_full((), gamma), "objective": objective, "nonfinite": skipped})
+        return LossOutput(loss + candidates, stats)
 
     def _v2_update(self, side: str, ids: Tensor, tau: Tensor, grad: Tensor) -> dict[str, Tensor]:
         """FastCLIP-v2's per-sample Adam-like temperature step (reference bias-correction quirk kept)."""

@@ -47,11 +47,12 @@ class HybridSogCLRLoss(GCLLoss):
     def __init__(self, num_samples: int, tau_init: float = 0.01, sogclr_gamma: float = 0.8,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
                  state_init: str = "first_visit", gcl_normalizer: str = "negatives", cov_coeff: float = 0.0,
-                 std_coeff: float = 0.0, hybrid_parity: bool = False, hybrid_std: str = "unbiased") -> None:
+                 std_coeff: float = 0.0, hybrid_parity: bool = False, hybrid_std: str = "unbiased",
+                 dist_mode: str = "autograd") -> None:
         if hybrid_parity:
             state_init, gcl_normalizer = "epoch0", "positive_included"
         super().__init__(num_samples, {"log_u_img": -math.inf, "log_u_txt": -math.inf}, sogclr_gamma,
-                         gamma_schedule, gamma_decay_epochs, state_init)
+                         gamma_schedule, gamma_decay_epochs, state_init, dist_mode=dist_mode)
         if tau_init <= 0.0:
             raise ValueError(f"tau_init must be positive, got {tau_init}")
         if gcl_normalizer not in NORMALIZERS or hybrid_std not in HYBRID_STD:
@@ -74,33 +75,41 @@ class HybridSogCLRLoss(GCLLoss):
         cap = PARITY_LOG_CAP if self.parity else None
         d_img = self.direction(h_img, batch, tau, "log_u_img", norm, gamma, cap)
         d_txt = self.direction(h_txt, batch, tau, "log_u_txt", norm, gamma, cap)
-        skipped = self.write(batch.ids, {"log_u_img": d_img.log_u, "log_u_txt": d_txt.log_u})
-        base = d_img.surrogate(h_img).mean() + d_txt.surrogate(h_txt).mean()
+        # HYB's Base scale ½·(B−1)/(B·τ_t) in parity mode (τ_t carries no gradient)
+        scale = 0.5 * (batch.size - 1) / (batch.size * tau_t) if self.parity else 1.0
+        skipped, candidates = self.write(batch, {"log_u_img": d_img.log_u, "log_u_txt": d_txt.log_u},
+                                         [d_img.row_term("img", scale), d_txt.row_term("txt", scale)])
+        base = scale * (d_img.surrogate(h_img).mean() + d_txt.surrogate(h_txt).mean()) + candidates
         if self.parity:
-            loss = 0.5 * (batch.size - 1) / (batch.size * tau_t) * base + self._parity_terms(batch, h_img + pos, tau_t)
+            loss = base + batch.replicated(lambda img, txt: self._parity_terms(img, txt, tau_t))
+        elif self.cov_coeff or self.std_coeff:
+            loss = base + batch.replicated(self._vicreg)
         else:
-            loss = base + self._vicreg(batch)
+            loss = base
         stats = {"tau_img": tau_t, "tau_txt": tau_t, "sim_std": sigma, "gamma": tau_t.new_full((), gamma),
                  "objective": tau_t * (d_img.log_u.mean() + d_txt.log_u.mean()), "nonfinite": skipped}
         return LossOutput(loss, stats)
 
-    def _vicreg(self, batch: Batch) -> Tensor | float:
-        reg = 0.0
-        feats = (batch.all_img, batch.all_txt)
+    def _vicreg(self, img: Tensor, txt: Tensor) -> Tensor:
+        """std_coeff·Σ_m mean_k relu(1/√d − √(Var_k + 1e-4)) + cov_coeff·Σ_m C(X_m) on the global features."""
+        reg = img.new_zeros(())
         if self.cov_coeff:
-            reg = reg + self.cov_coeff * sum(off_diagonal_cov(x) for x in feats)
+            reg = reg + self.cov_coeff * (off_diagonal_cov(img) + off_diagonal_cov(txt))
         if self.std_coeff:
-            target = 1.0 / math.sqrt(batch.img.shape[1])
-            reg = reg + self.std_coeff * sum(variance_hinge(x, target) for x in feats)
+            target = 1.0 / math.sqrt(img.shape[1])
+            reg = reg + self.std_coeff * (variance_hinge(img, target) + variance_hinge(txt, target))
         return reg
 
     @staticmethod
-    def _parity_terms(batch: Batch, sim_img: Tensor, tau_t: Tensor) -> Tensor:
-        """HYB's +0.1·Σ_m mean_k Var_k(X_m) and +0.1·Δ, Δ = −mean_ij(S_ij/τ_t·a_i·c_j) (local rows of Δ)."""
-        var = batch.all_img.var(dim=0).mean() + batch.all_txt.var(dim=0).mean()
+    def _parity_terms(img: Tensor, txt: Tensor, tau_t: Tensor) -> Tensor:
+        """HYB's +0.1·Σ_m mean_k Var_k(X_m) and +0.1·Δ on the global features.
+
+        Δ = −mean_ij(S_ij/τ_t·a_i·c_j) = −(aᵀE)·(cᵀZ)/(τ_t·B²) with the detached softmax weights
+        a = softmax(‖e_i − ē‖), c = softmax(‖z_j − z̄‖), so the B×B matrix is never formed.
+        """
+        var = img.var(dim=0).mean() + txt.var(dim=0).mean()
         with torch.no_grad():
-            a = torch.softmax((batch.all_img - batch.all_img.mean(dim=0)).norm(dim=1), dim=0)
-            c = torch.softmax((batch.all_txt - batch.all_txt.mean(dim=0)).norm(dim=1), dim=0)
-        a_local = a[batch.pos_col]
-        difficulty = -(a_local * ((sim_img / tau_t) @ c)).sum() * batch.world / batch.size ** 2
+            a = torch.softmax((img - img.mean(dim=0)).norm(dim=1), dim=0)
+            c = torch.softmax((txt - txt.mean(dim=0)).norm(dim=1), dim=0)
+        difficulty = -torch.dot(a @ img, c @ txt) / (tau_t * img.shape[0] ** 2)
         return PARITY_REG_WEIGHT * (var + difficulty)

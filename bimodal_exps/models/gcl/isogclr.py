@@ -34,12 +34,13 @@ class ISogCLRLoss(GCLLoss):
                  state_init: str = "first_visit", gcl_normalizer: str = "negatives", eta_init: float = 0.03,
                  eta_sched: str = "const", eta_min: float = 1e-4, eta_exp_gamma: float = 0.8,
                  eta_cosine: str = "quarter", eta_exp_parity: bool = False, beta_u: float = 0.9,
-                 tau_min: float = 0.005, tau_max: float = 0.05) -> None:
+                 tau_min: float = 0.005, tau_max: float = 0.05, dist_mode: str = "autograd") -> None:
         _check_tau_range(tau_min, tau_max)
         if not tau_min <= tau_init <= tau_max:
             raise ValueError(f"tau_init={tau_init} outside [tau_min, tau_max] = [{tau_min}, {tau_max}]")
         fields = {f"{k}_{s}": v for k, v in (("log_u", -math.inf), ("tau", tau_init), ("m", 0.0)) for s in SIDES}
-        super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init)
+        super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
+                         dist_mode=dist_mode)
         if gcl_normalizer not in NORMALIZERS:
             raise ValueError(f"gcl_normalizer must be one of {NORMALIZERS}, got {gcl_normalizer!r}")
         if eta_sched not in ETA_SCHEDULES or eta_cosine not in ETA_COSINE_KINDS:
@@ -58,11 +59,12 @@ class ISogCLRLoss(GCLLoss):
     def _compute(self, batch: Batch) -> LossOutput:
         h = dict(zip(SIDES, batch.differences()))
         norm, gamma, eta = Normaliser.named(self.gcl_normalizer, batch.size), self.gamma, self.eta
-        loss, new, stats = 0.0, {}, {}
+        loss, new, stats, terms = 0.0, {}, {}, []
         objective = h["img"].new_zeros(())
         for s in SIDES:
             tau = self.read(f"tau_{s}", batch.ids, h[s].dtype)
             d = self.direction(h[s], batch, tau, f"log_u_{s}", norm, gamma)
+            terms.append(d.row_term(s))
             grad = d.rgcl_grad(h[s], tau, self.rho[s])
             m = (1.0 - self.beta_u) * self.read(f"m_{s}", batch.ids, h[s].dtype) \
                 + self.beta_u * grad.clamp(-G_CLIP, G_CLIP)
@@ -71,9 +73,10 @@ class ISogCLRLoss(GCLLoss):
             loss = loss + d.surrogate(h[s]).mean()
             objective = objective + (tau * (d.log_u + self.rho[s])).mean()
             stats.update({f"tau_{s}": tau.mean(), f"grad_tau_{s}": grad.mean()})
+        skipped, candidates = self.write(batch, new, terms)
         stats.update({"gamma": objective.new_full((), gamma), "eta": objective.new_full((), eta),
-                      "objective": objective, "nonfinite": self.write(batch.ids, new)})
-        return LossOutput(loss, stats)
+                      "objective": objective, "nonfinite": skipped})
+        return LossOutput(loss + candidates, stats)
 
 
 class TempNetLoss(GCLLoss):
@@ -82,7 +85,9 @@ class TempNetLoss(GCLLoss):
 
     loss = L_c + L_TN: L_c is the τ-scaled GCL surrogate at sg(τ); L_TN = Σ_δ mean_i G^δ_i·τ^δ_θ,i with the
     detached, unclipped G, whose θ-gradient is that of the RGCL. τ is computed for local anchors only and
-    the state is written by its owner, so per-rank dropout cannot make the replicas diverge (§5.7).
+    the state is written by its owner, so per-rank dropout cannot make the replicas diverge (§5.7); in
+    fastclip mode the owner's τ also reaches the other ranks' candidate part. The networks read detached
+    features, so they add no feature gradient.
     The networks' parameters form the "tempnet" group (own Adam, lr_temp_net·0.9^epoch in the engine).
     """
 
@@ -90,10 +95,11 @@ class TempNetLoss(GCLLoss):
                  sogclr_gamma: float = 0.8, gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
                  state_init: str = "first_visit", tau_min: float = 0.005, tau_max: float = 0.05,
                  tempnet_design: str = "tnet", tempnet_protos: int = 256, tempnet_dropout: float = 0.5,
-                 tempnet_proto_init: bool = True) -> None:
+                 tempnet_proto_init: bool = True, dist_mode: str = "autograd") -> None:
         _check_tau_range(tau_min, tau_max)
         fields = {f"log_u_{s}": -math.inf for s in SIDES}
-        super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init)
+        super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
+                         dist_mode=dist_mode)
         self.rho = {"img": float(rho_I), "txt": float(rho_T)}
         self.embed_dim = int(embed_dim)
         common = {"num_protos": tempnet_protos, "tau_min": tau_min, "tau_max": tau_max,
@@ -130,17 +136,19 @@ class TempNetLoss(GCLLoss):
         taus = {"img": self.temp_gen_img(batch.img).to(batch.img.dtype),
                 "txt": self.temp_gen_txt(batch.txt).to(batch.img.dtype)}
         norm, gamma = Normaliser.negatives_only(batch.size), self.gamma
-        loss_c, loss_tn, new, stats = 0.0, 0.0, {}, {}
+        loss_c, loss_tn, new, stats, terms = 0.0, 0.0, {}, {}, []
         objective = h["img"].new_zeros(())
         for s in SIDES:
             tau = taus[s].detach()
             d = self.direction(h[s], batch, tau, f"log_u_{s}", norm, gamma)
+            terms.append(d.row_term(s))
             grad = d.rgcl_grad(h[s], tau, self.rho[s])
             new[f"log_u_{s}"] = d.log_u
             loss_c = loss_c + d.surrogate(h[s]).mean()
             loss_tn = loss_tn + (grad * taus[s]).mean()
             objective = objective + (tau * (d.log_u + self.rho[s])).mean()
             stats.update({f"tau_{s}": tau.mean(), f"grad_tau_{s}": grad.mean()})
+        skipped, candidates = self.write(batch, new, terms)
         stats.update({"gamma": objective.new_full((), gamma), "loss_temp": loss_tn.detach(),
-                      "objective": objective, "nonfinite": self.write(batch.ids, new)})
-        return LossOutput(loss_c + loss_tn, stats)
+                      "objective": objective, "nonfinite": skipped})
+        return LossOutput(loss_c + candidates + loss_tn, stats)

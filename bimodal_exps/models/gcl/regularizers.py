@@ -1,7 +1,7 @@
 """Feature regularisers added to GCL losses (losses spec §7.3, §8.0).
 
-They act on the gathered global features, identically on every rank; with the summing all-gather
-and DDP's averaging the resulting gradient is exactly that of the single-process batch.
+They act on the global features, identically on every rank (through `Batch.replicated`), so after
+DDP's averaging the resulting gradient is exactly that of the single-process batch in both dist modes.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from .base import Batch, GCLLoss, LossOutput
@@ -20,9 +21,10 @@ class SogCLRLoss(GCLLoss):
 
     def __init__(self, num_samples: int, temp: float = 0.01, sogclr_gamma: float = 0.8,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
-                 state_init: str = "first_visit", gcl_normalizer: str = "negatives") -> None:
+                 state_init: str = "first_visit", gcl_normalizer: str = "negatives",
+                 dist_mode: str = "autograd") -> None:
         super().__init__(num_samples, {"log_u_img": -math.inf, "log_u_txt": -math.inf}, sogclr_gamma,
-                         gamma_schedule, gamma_decay_epochs, state_init)
+                         gamma_schedule, gamma_decay_epochs, state_init, dist_mode=dist_mode)
         if temp <= 0.0:
             raise ValueError(f"temp must be positive, got {temp}")
         if gcl_normalizer not in NORMALIZERS:
@@ -34,7 +36,7 @@ class SogCLRLoss(GCLLoss):
         return Normaliser.named(self.gcl_normalizer, batch)
 
     def regulariser(self, batch: Batch) -> tuple[Tensor | float, dict[str, Tensor]]:
-        """Extra loss term computed on the gathered features (none for SogCLR)."""
+        """Extra loss term computed on the global features via `Batch.replicated` (none for SogCLR)."""
         return 0.0, {}
 
     def _compute(self, batch: Batch) -> LossOutput:
@@ -43,9 +45,10 @@ class SogCLRLoss(GCLLoss):
         norm, gamma = self.normaliser(batch.size), self.gamma
         d_img = self.direction(h_img, batch, tau, "log_u_img", norm, gamma)
         d_txt = self.direction(h_txt, batch, tau, "log_u_txt", norm, gamma)
-        skipped = self.write(batch.ids, {"log_u_img": d_img.log_u, "log_u_txt": d_txt.log_u})
+        skipped, candidates = self.write(batch, {"log_u_img": d_img.log_u, "log_u_txt": d_txt.log_u},
+                                         [d_img.row_term("img"), d_txt.row_term("txt")])
         reg, reg_stats = self.regulariser(batch)
-        loss = d_img.surrogate(h_img).mean() + d_txt.surrogate(h_txt).mean() + reg
+        loss = d_img.surrogate(h_img).mean() + d_txt.surrogate(h_txt).mean() + candidates + reg
         stats = {"tau_img": tau[0], "tau_txt": tau[0], "gamma": h_img.new_full((), gamma),
                  "objective": self.temp * (d_img.log_u.mean() + d_txt.log_u.mean()),
                  "nonfinite": skipped, **reg_stats}
@@ -64,8 +67,9 @@ class InfoSogCLRLoss(SogCLRLoss):
     def __init__(self, num_samples: int, temp: float = 0.01, sogclr_gamma: float = 0.8,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
                  state_init: str = "first_visit", info_alpha: str | float = 0.0,
-                 cov_coeff: float = 1.0, std_coeff: float = 0.0) -> None:
-        super().__init__(num_samples, temp, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init)
+                 cov_coeff: float = 1.0, std_coeff: float = 0.0, dist_mode: str = "autograd") -> None:
+        super().__init__(num_samples, temp, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
+                         dist_mode=dist_mode)
         self.info_alpha = parse_alpha(info_alpha)
         self.cov_coeff = float(cov_coeff)
         self.std_coeff = float(std_coeff)
@@ -75,10 +79,16 @@ class InfoSogCLRLoss(SogCLRLoss):
         return Normaliser.with_alpha(alpha, batch)
 
     def regulariser(self, batch: Batch) -> tuple[Tensor | float, dict[str, Tensor]]:
-        cov = off_diagonal_cov(batch.all_img) + off_diagonal_cov(batch.all_txt)
-        var = 0.5 * (variance_hinge(batch.all_img) + variance_hinge(batch.all_txt))
+        cov, var = batch.replicated(_penalties).unbind()
         reg = self.cov_coeff * cov + self.std_coeff * var
         return reg, {"cov_penalty": cov.detach(), "var_penalty": var.detach()}
+
+
+def _penalties(img: Tensor, txt: Tensor) -> Tensor:
+    """[C(E) + C(Z), (V(E) + V(Z))/2] of the global features."""
+    cov = off_diagonal_cov(img) + off_diagonal_cov(txt)
+    var = 0.5 * (variance_hinge(img) + variance_hinge(txt))
+    return torch.stack([cov, var])
 
 
 def parse_alpha(value: str | float) -> str | float:

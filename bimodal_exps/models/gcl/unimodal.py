@@ -68,7 +68,7 @@ class UnimodalSogCLRLoss(GCLLoss):
         gamma = self.gamma
         d_a = self.direction(_without_column(l_a, self_col), batch, tau, "log_u", norm, gamma)
         d_b = self.direction(_without_column(l_b, self_col), batch, tau, "log_u", norm, gamma)
-        skipped = self.write(batch.ids, {"log_u": torch.logaddexp(d_a.log_u, d_b.log_u) - math.log(2.0)})
+        skipped, _ = self.write(batch, {"log_u": torch.logaddexp(d_a.log_u, d_b.log_u) - math.log(2.0)})
         loss = (d_a.surrogate(l_a) + d_b.surrogate(l_b) - 2.0 * l_pos).mean()
         objective = (self.temp * (d_a.log_u + d_b.log_u) - 2.0 * l_pos.detach()).mean()
         return LossOutput(loss, {"objective": objective, "gamma": l_a.new_full((), gamma),
