@@ -225,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"error: {without_worker_traceback(str(error))}", file=sys.stderr)
         code = 1
-    except Exception:
+    except Exception as error:  # a bug, not a user mistake: keep the traceback, but never hang the peers
         if not env.distributed:
             raise
-        print(f"rank {env.rank}: unhandled error; ending this process", file=sys.stderr)
+        print(f"rank {env.rank}: unhandled {type(error).__name__}; ending this process", file=sys.stderr)
         traceback.print_exc()
         code = 1
     if code == 1 and env.distributed:
