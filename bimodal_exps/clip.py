@@ -29,7 +29,7 @@ from engine.checkpoint import CheckpointError, load_checkpoint, load_state_stric
 from engine.distributed import (DistEnv, DistributedSetupError, abort_process, init_distributed,  # noqa: E402
                                 local_device, shutdown_distributed, silence_non_main)
 from engine.evaluation import EvalSuite  # noqa: E402
-from engine.logger import format_results_table  # noqa: E402
+from engine.logger import format_results_table, write_eval_logs  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
@@ -92,12 +92,7 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     retrieval, zeroshot = evaluator.run(model)
     results = {**retrieval, **zeroshot}
     if is_main:
-        from engine.logger import append_jsonl
-        if retrieval:
-            append_jsonl(output_dir / "coco_log.txt", {**{f"val_{k}": v for k, v in retrieval.items()},
-                                                       "epoch": checkpoint.get("epoch", 0), "data": "coco"})
-        if zeroshot:
-            append_jsonl(output_dir / "zeroshot_imagenet_log.txt", zeroshot)
+        write_eval_logs(output_dir, retrieval, zeroshot, checkpoint.get("epoch", 0))
         write_json(output_dir / "eval_results.json",
                    {"checkpoint": str(args.checkpoint), "epoch": checkpoint.get("epoch"), "units": "percent",
                     "metrics": results})

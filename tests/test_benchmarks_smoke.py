@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from dataset.demo.build import main as build_demo
 
 REPO = Path(__file__).resolve().parents[1]
 TOWERS = ["--image_encoder", "test_vit", "--image_res", "32", "--text_encoder", "Transformer", "--text_width", "32",
@@ -17,11 +16,8 @@ TOWERS = ["--image_encoder", "test_vit", "--image_res", "32", "--text_encoder", 
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bench_shapes")
-    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "128", "--num_val", "20",
-                       "--num_zeroshot_per_class", "1", "--image_size", "32"]) == 0
-    return root
+def shapes(build_shapes) -> Path:
+    return build_shapes("bench_shapes", 128, 20, 1, 32)
 
 
 def run_benchmark(script: str, *args: str) -> str:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import clip
-from dataset.demo.build import main as build_demo
 
 TINY = ("--image_encoder test_resnet --image_res 64 --text_encoder Transformer --text_width 64 --text_heads 2 "
         "--text_layers 2 --context_length 32 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
@@ -18,11 +17,8 @@ CHANCE_R_MEAN = 5.5  # about (1+5+10)/3 % both ways for 100 images with 5 captio
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "2048", "--num_val", "100",
-                       "--num_zeroshot_per_class", "4", "--image_size", "64"]) == 0
-    return root
+def shapes(build_shapes):
+    return build_shapes("shapes", 2048, 100, 4, 64)
 
 
 def data_flags(root) -> str:

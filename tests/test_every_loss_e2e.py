@@ -5,7 +5,6 @@ import shlex
 import pytest
 
 import clip
-from dataset.demo.build import main as build_demo
 from models.losses import ITA_TYPES
 
 TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --text_width 32 --text_heads 2 "
@@ -14,11 +13,8 @@ TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --te
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes_small")
-    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "128", "--num_val", "20",
-                       "--num_zeroshot_per_class", "1", "--image_size", "32"]) == 0
-    return root
+def shapes(build_shapes):
+    return build_shapes("shapes_small", 128, 20, 1, 32)
 
 
 @pytest.mark.parametrize("ita_type", ITA_TYPES)

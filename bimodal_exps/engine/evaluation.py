@@ -84,9 +84,8 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer: Tokenizer, dataset, cla
     classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device)
     image_features, labels = encode_images(model, dataset, device, batch_size, workers)
     counts = topk_correct(image_features @ classifier, labels.to(device), ks=(1, 5))
-    totals = all_reduce_sum(torch.tensor([counts[1], counts[5], len(labels)], dtype=torch.float64, device=device))
-    return {"zeroshot_top1": 100.0 * totals[0].item() / totals[2].item(),
-            "zeroshot_top5": 100.0 * totals[1].item() / totals[2].item()}
+    top1, top5, total = all_reduce_sum(torch.cat([counts, counts.new_tensor([len(labels)])])).tolist()
+    return {"zeroshot_top1": 100.0 * top1 / total, "zeroshot_top5": 100.0 * top5 / total}
 
 
 class EvalSuite:

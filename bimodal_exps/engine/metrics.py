@@ -63,9 +63,11 @@ def retrieval_metrics(
     return result
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, int]:
-    """Number of rows whose label is among the k highest logits, for each k (k capped at #classes)."""
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """[len(ks)] float64 counts of rows whose label is among the k highest logits (k capped at #classes).
+
+    Stays on the logits' device, so accumulating it over batches needs no host sync.
+    """
     max_k = min(max(ks), logits.shape[1])
-    top = logits.topk(max_k, dim=1).indices
-    hits = top == labels[:, None]
-    return {k: int(hits[:, : min(k, max_k)].any(dim=1).sum().item()) for k in ks}
+    hits = logits.topk(max_k, dim=1).indices == labels[:, None]
+    return torch.stack([hits[:, : min(k, max_k)].any(dim=1).sum() for k in ks]).to(torch.float64)

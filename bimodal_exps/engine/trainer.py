@@ -25,7 +25,7 @@ from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, check_resume_k
                                save_atomic)
 from engine.distributed import barrier, world
 from engine.evaluation import EvalSuite
-from engine.logger import append_jsonl, format_results_table
+from engine.logger import append_jsonl, format_results_table, write_eval_logs
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
@@ -192,12 +192,7 @@ def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]
     """Evaluate the unwrapped model; rank 0 appends the legacy JSON-lines logs."""
     retrieval, zeroshot = run.evaluator.run(run.model)
     if world()[0] == 0:
-        if retrieval:
-            append_jsonl(run.output_dir / "coco_log.txt",
-                         {**{f"val_{k}": v for k, v in retrieval.items()}, "epoch": epoch_record["epoch"],
-                          "data": "coco"})
-        if zeroshot:
-            append_jsonl(run.output_dir / "zeroshot_imagenet_log.txt", {**zeroshot, "epoch": epoch_record["epoch"]})
+        write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"])
     return {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot}
 
 

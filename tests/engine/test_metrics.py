@@ -57,4 +57,4 @@ def test_topk_correct_on_hand_built_case():
                            [0.5, 0.4, 0.3, 0.2, 0.1, 0.0],   # label 4: rank 4 -> top-5 only
                            [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # label 0: rank 5 -> miss
     hits = topk_correct(logits, torch.tensor([0, 4, 0]), ks=(1, 5))
-    assert hits == {1: 1, 5: 2}
+    assert hits.tolist() == [1.0, 2.0]

@@ -3,16 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from dataset.demo.build import main as build_demo
 from robustness_helpers import TINY, data_flags, run_in_process
 
 
 @pytest.fixture(scope="session")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    assert build_demo(["--source", "shapes", "--out", str(root), "--num_train", "96", "--num_val", "40",
-                       "--num_zeroshot_per_class", "2", "--image_size", "32"]) == 0
-    return root
+def shapes(build_shapes) -> Path:
+    return build_shapes("shapes", 96, 40, 2, 32)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ gathered), and every rank trains the same classifier on them, identically seeded
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.distributed import all_reduce_sum, gather_shards, shard_range, world
+from engine.metrics import topk_correct
 from unimodal.runtime import autocast
 
 TOPK = (1, 5)
@@ -40,12 +40,13 @@ def new_classifier(in_dim: int, num_classes: int) -> nn.Linear:
     return head
 
 
-def topk_correct(logits: Tensor, labels: Tensor, ks: Iterable[int] = TOPK) -> Tensor:
-    """[len(ks)] number of rows whose label is among the top-k logits (k capped at the class count)."""
-    ks = list(ks)
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = top == labels.unsqueeze(1)
-    return torch.stack([hits[:, :k].any(dim=1).sum() for k in ks]).to(torch.float64)
+def sgd_step(head: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, labels: Tensor) -> Tensor:
+    """One cross-entropy step of the linear head; the detached loss (no host sync)."""
+    loss = F.cross_entropy(head(inputs), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def features(backbone: nn.Module, images: Tensor, config: ProbeConfig) -> Tensor:
@@ -67,7 +68,7 @@ def evaluate(backbone: nn.Module, head: nn.Module, dataset: Dataset, config: Pro
     correct = torch.zeros(len(TOPK), dtype=torch.float64, device=config.device)
     for images, labels, _ in strided_loader(dataset, config):
         logits = head(features(backbone, images, config))
-        correct += topk_correct(logits, labels.to(config.device))
+        correct += topk_correct(logits, labels.to(config.device), TOPK)
     correct = all_reduce_sum(correct)
     return {f"top{k}": 100.0 * float(c) / len(dataset) for k, c in zip(TOPK, correct.tolist())}
 
@@ -78,11 +79,7 @@ def train_epoch(backbone: nn.Module, head: nn.Module, loader: DataLoader, optimi
     head.train()
     total, steps = torch.zeros((), device=config.device), 0
     for images, labels, _ in loader:
-        loss = F.cross_entropy(head(features(backbone, images, config)), labels.to(config.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
+        total += sgd_step(head, optimizer, features(backbone, images, config), labels.to(config.device))
         steps += 1
     return float(total.item()) / max(steps, 1)
 
@@ -111,11 +108,7 @@ def train_epoch_cached(head: nn.Module, feats: Tensor, labels: Tensor, optimizer
     total, steps = torch.zeros((), device=feats.device), 0
     for start in range(0, feats.shape[0], batch_size):
         idx = order[start:start + batch_size]
-        loss = F.cross_entropy(head(feats[idx]), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach()
+        total += sgd_step(head, optimizer, feats[idx], labels[idx])
         steps += 1
     return float(total.item()) / max(steps, 1)
 
@@ -126,5 +119,5 @@ def evaluate_cached(head: nn.Module, feats: Tensor, labels: Tensor, batch_size: 
     correct = torch.zeros(len(TOPK), dtype=torch.float64, device=feats.device)
     with torch.no_grad():
         for start in range(0, feats.shape[0], batch_size):
-            correct += topk_correct(head(feats[start:start + batch_size]), labels[start:start + batch_size])
+            correct += topk_correct(head(feats[start:start + batch_size]), labels[start:start + batch_size], TOPK)
     return {f"top{k}": 100.0 * float(c) / feats.shape[0] for k, c in zip(TOPK, correct.tolist())}
