@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     source = ensure_demo(args.demo_dir)
     settings = Settings(args.demo_dir, args.config, args.epochs, args.train_frac, args.warmup_frac, args.extra)
-    specs = [RunSpec(t, b, s) for t in args.ita_types for b in args.batch_sizes for s in args.seeds]
+    # Seed-major order: a grid cut short still has every loss and batch size for its first seeds.
+    specs = [RunSpec(t, b, s) for s in args.seeds for t in args.ita_types for b in args.batch_sizes]
     failed = run_grid(specs, settings, args)
     results: list[RunResult] = []
     for spec in specs:

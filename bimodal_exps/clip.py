@@ -24,7 +24,7 @@ from dataset.image_text import ImageTextDataset  # noqa: E402
 from dataset.retrieval import RetrievalDataset  # noqa: E402
 from dataset.sampler import ResumableDistributedSampler  # noqa: E402
 from dataset.transforms import build_retrieval_transform, build_train_transform, build_zeroshot_transform  # noqa: E402
-from dataset.zeroshot import ZeroShotDataset, load_zeroshot_classes  # noqa: E402
+from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
 from engine.distributed import (DistEnv, DistributedSetupError, abort_process, init_distributed,  # noqa: E402
                                 local_device, shutdown_distributed, silence_non_main)
@@ -64,18 +64,19 @@ def resolve_amp(args, device: torch.device) -> torch.dtype | None:
 
 
 def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
-    """Retrieval on the COCO-style JSON and zero-shot on the class folders; a missing zero-shot folder is skipped."""
+    """Retrieval on the COCO-style JSON and zero-shot on `--zs_dataset`; absent zero-shot data is skipped."""
     retrieval_set = RetrievalDataset(args.val_coco_file, args.coco_image_root,
                                      build_retrieval_transform(args.image_res), max_words=args.max_words)
-    zeroshot_set, classnames, templates = None, [], []
+    zeroshot = None
     if args.zs_dataset != "none":
-        if os.path.isdir(args.zs_datafolder):
-            zeroshot_set = ZeroShotDataset(args.zs_datafolder, build_zeroshot_transform(args.image_res, args.zs_norm))
-            classnames, templates = load_zeroshot_classes(args.zs_datafolder)
+        missing = missing_zeroshot_data(args.zs_dataset, args.zs_datafolder)
+        if missing:
+            print(f"{missing}: skipping zero-shot evaluation")
         else:
-            print(f"zero-shot folder {args.zs_datafolder} not found: skipping zero-shot evaluation")
-    return EvalSuite(tokenizer, device, retrieval_set, zeroshot_set, classnames, templates,
-                     batch_size=args.batch_size_test, zs_batch_size=args.zs_batch_size, workers=args.val_workers)
+            transform = build_zeroshot_transform(args.image_res, args.zs_norm, args.zs_dataset)
+            zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform)
+    return EvalSuite(tokenizer, device, retrieval_set, zeroshot, batch_size=args.batch_size_test,
+                     zs_batch_size=args.zs_batch_size, workers=args.val_workers)
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -92,7 +93,7 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     retrieval, zeroshot = evaluator.run(model)
     results = {**retrieval, **zeroshot}
     if is_main:
-        write_eval_logs(output_dir, retrieval, zeroshot, checkpoint.get("epoch", 0))
+        write_eval_logs(output_dir, retrieval, zeroshot, checkpoint.get("epoch", 0), args.zs_dataset)
         write_json(output_dir / "eval_results.json",
                    {"checkpoint": str(args.checkpoint), "epoch": checkpoint.get("epoch"), "units": "percent",
                     "metrics": results})

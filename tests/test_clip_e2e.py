@@ -5,10 +5,19 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 import clip
+from cifar_helpers import write_cifar_test
+from cli.options import parse_args
+from dataset.cifar import cifar_classnames
+from dataset.transforms import build_zeroshot_transform
+from dataset.zeroshot import load_zeroshot_benchmark, openai_templates
+from engine.evaluation import evaluate_zeroshot
+from models.config import ModelConfig
+from models.factory import create_model, create_tokenizer
 
 TINY = ("--image_encoder test_resnet --image_res 64 --text_encoder Transformer --text_width 64 --text_heads 2 "
         "--text_layers 2 --context_length 32 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
@@ -87,6 +96,34 @@ def test_seed_000_command_runs_verbatim_with_tiny_tower_overrides(shapes, tmp_pa
         os.chdir(cwd)
     args = json.loads((tmp_path / "out" / "args.json").read_text())
     assert args["rho_init"] == 6.0 and args["eta_init"] == 0.03 and args["ita_type"] == "isogclr_new"
+
+
+def test_evaluate_on_cifar10_uses_its_test_split_names_and_prompts(shapes, one_epoch, tmp_path,
+                                                                    trust_cifar_checksums):
+    images = np.random.default_rng(0).integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
+    labels = [i % 10 for i in range(20)]
+    write_cifar_test(tmp_path / "cifar", "cifar10", images, labels, [str(i) for i in range(10)])
+    assert run(f"{data_flags(shapes)} --output_dir {tmp_path}/out {TINY} --zs_dataset cifar10 "
+               f"--zs_datafolder {tmp_path}/cifar --evaluate --checkpoint {one_epoch}/checkpoint_1.pth") == 0
+    metrics = json.loads((tmp_path / "out" / "eval_results.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "out" / "zeroshot_cifar10_log.txt").read_text())["zeroshot_top1"] == \
+        metrics["zeroshot_top1"]
+    config = ModelConfig.from_args(parse_args(shlex.split(TINY))[0], pretrained=False)
+    model = create_model(config)
+    model.load_state_dict(torch.load(one_epoch / "checkpoint_1.pth", weights_only=True)["model"])
+    benchmark = load_zeroshot_benchmark("cifar10", tmp_path / "cifar", build_zeroshot_transform(64))
+    expected = evaluate_zeroshot(model, create_tokenizer(config), benchmark.dataset, cifar_classnames("cifar10"),
+                                 openai_templates(), torch.device("cpu"), workers=0)
+    assert metrics["zeroshot_top1"] == pytest.approx(expected["zeroshot_top1"], abs=1e-9)
+
+
+def test_absent_zero_shot_data_is_skipped_with_a_note(shapes, one_epoch, tmp_path, capsys):
+    assert run(f"{data_flags(shapes)} --output_dir {tmp_path} {TINY} --zs_dataset cifar100 "
+               f"--evaluate --checkpoint {one_epoch}/checkpoint_1.pth") == 0
+    note = next(line for line in capsys.readouterr().out.splitlines() if "skipping zero-shot evaluation" in line)
+    assert note.startswith(f"--zs_dataset cifar100: {shapes}/datasets/cifar-100-python/test, ")
+    metrics = json.loads((tmp_path / "eval_results.json").read_text())["metrics"]
+    assert "zeroshot_top1" not in metrics and "txt_r1" in metrics
 
 
 def cli(args: str, env: dict | None = None) -> subprocess.CompletedProcess:

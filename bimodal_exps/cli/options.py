@@ -10,6 +10,7 @@ from typing import Sequence
 from ruamel.yaml import YAML, YAMLError
 
 from cli.parser import COMPATIBILITY_FLAGS, STORE_TRUE_COMPATIBILITY_FLAGS, UNSUPPORTED_FLAGS, build_parser
+from dataset.zeroshot import default_zeroshot_root
 from models.losses import LOSS_HPARAMS, used_hparams
 
 
@@ -115,7 +116,7 @@ def _derive_paths(args: argparse.Namespace) -> None:
     args.val_coco_file = args.val_coco_file or os.path.join(args.ann_path, "coco_val.json")
     args.coco_image_root = args.coco_image_root or os.path.join(args.data_path, "mscoco_val",
                                                                  "mscoco_val2014_subset_5k")
-    args.zs_datafolder = args.zs_datafolder or os.path.join(args.data_path, "imagenet", "val")
+    args.zs_datafolder = args.zs_datafolder or default_zeroshot_root(args.zs_dataset, args.data_path)
     args.output_dir = str(Path(args.output_dir))
     if args.resume == "":
         args.resume = os.path.join(args.output_dir, "checkpoint_last.pth")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_bool_flag, add_flag, str2bool
+from dataset.zeroshot import ZEROSHOT_DATASETS
 from models.config import parse_kwargs, parse_pretrained
 from models.losses import ITA_TYPES, LOSS_HPARAMS
 
@@ -152,11 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = parser.add_argument_group("evaluation")
     add_flag(evaluation, "--evaluate", action="store_true", help="evaluate --checkpoint and exit")
     add_flag(evaluation, "--eval_freq", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
-    add_flag(evaluation, "--zs_dataset", default="imagenet", choices=["imagenet", "none", ""],
-             help="zero-shot classification set ('none' skips it)")
-    add_flag(evaluation, "--zs_datafolder", default=None, help="zero-shot folder (default: <data_path>/imagenet/val)")
+    add_flag(evaluation, "--zs_dataset", default="imagenet", choices=[*ZEROSHOT_DATASETS, "none", ""],
+             help="zero-shot classification set ('none' skips it; absent data is skipped with a note)")
+    add_flag(evaluation, "--zs_datafolder", default=None,
+             help="ImageNet-style class folders, or torchvision's CIFAR root holding cifar-10-batches-py / "
+                  "cifar-100-python (default: <data_path>/imagenet/val, or <data_path> for CIFAR)")
     add_flag(evaluation, "--zs_norm", default="clip", choices=["clip", "legacy"],
-             help="zero-shot normalisation: training constants, or the references' ImageNet constants")
+             help="zero-shot normalisation: training constants, or the references' per-dataset constants")
 
     compat = parser.add_argument_group("accepted for compatibility with the reference repositories (no effect)")
     for name, (kind, default) in COMPATIBILITY_FLAGS.items():

@@ -12,8 +12,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# The references' zero-shot constants, one pair per dataset (`--zs_norm legacy`).
+LEGACY_ZEROSHOT_NORMS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+
 ZeroShotNorm = Literal["clip", "legacy"]
-_ZEROSHOT_NORMS = {"clip": (CLIP_MEAN, CLIP_STD), "legacy": (IMAGENET_MEAN, IMAGENET_STD)}
 
 
 def build_train_transform(image_res: int) -> T.Compose:
@@ -36,11 +42,15 @@ def build_retrieval_transform(image_res: int) -> T.Compose:
     ])
 
 
-def build_zeroshot_transform(image_res: int, norm: ZeroShotNorm = "clip") -> T.Compose:
-    """Shorter side to image_res (bilinear), centre crop; "legacy" uses the ImageNet constants."""
-    if norm not in _ZEROSHOT_NORMS:
-        raise ValueError(f"unknown zero-shot normalisation {norm!r}; choices: {sorted(_ZEROSHOT_NORMS)}")
-    mean, std = _ZEROSHOT_NORMS[norm]
+def build_zeroshot_transform(image_res: int, norm: ZeroShotNorm = "clip", dataset: str = "imagenet") -> T.Compose:
+    """Shorter side to image_res (bilinear), centre crop; "legacy" uses the references' constants of `dataset`."""
+    if norm == "clip":
+        mean, std = CLIP_MEAN, CLIP_STD
+    elif norm == "legacy" and dataset in LEGACY_ZEROSHOT_NORMS:
+        mean, std = LEGACY_ZEROSHOT_NORMS[dataset]
+    else:
+        raise ValueError(f"unknown zero-shot normalisation {norm!r} for {dataset!r}; choices: clip, legacy "
+                         f"(legacy for {', '.join(LEGACY_ZEROSHOT_NORMS)})")
     return T.Compose([
         T.Resize(image_res, interpolation=InterpolationMode.BILINEAR),
         T.CenterCrop(image_res),

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from dataset.zeroshot import ZeroShotBenchmark
 from engine.distributed import all_reduce_sum, gather_shards, shard_range
 from engine.metrics import retrieval_metrics, topk_correct
 
@@ -89,15 +90,19 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer: Tokenizer, dataset, cla
 
 
 class EvalSuite:
-    """The evaluations a run reports: COCO-style retrieval and, when its folder exists, zero-shot."""
+    """The evaluations a run reports: COCO-style retrieval and, when its data exists, zero-shot."""
 
-    def __init__(self, tokenizer: Tokenizer, device: torch.device, retrieval_set=None, zeroshot_set=None,
-                 classnames: Sequence[str] = (), templates: Sequence[str] = (), batch_size: int = 128,
-                 zs_batch_size: int = 512, workers: int = 2):
+    def __init__(self, tokenizer: Tokenizer, device: torch.device, retrieval_set=None,
+                 zeroshot: ZeroShotBenchmark | None = None, batch_size: int = 128, zs_batch_size: int = 512,
+                 workers: int = 2):
         self.tokenizer, self.device = tokenizer, device
-        self.retrieval_set, self.zeroshot_set = retrieval_set, zeroshot_set
-        self.classnames, self.templates = list(classnames), list(templates)
+        self.retrieval_set, self.zeroshot = retrieval_set, zeroshot
         self.batch_size, self.zs_batch_size, self.workers = batch_size, zs_batch_size, workers
+
+    @property
+    def zeroshot_name(self) -> str:
+        """Names the legacy zero-shot log file (`zeroshot_<name>_log.txt`)."""
+        return self.zeroshot.name if self.zeroshot else "none"
 
     def run(self, model: torch.nn.Module) -> tuple[dict[str, float], dict[str, float]]:
         """(retrieval metrics, zero-shot metrics); an absent set gives an empty dict."""
@@ -105,7 +110,7 @@ class EvalSuite:
         if self.retrieval_set is not None:
             retrieval = evaluate_retrieval(model, self.tokenizer, self.retrieval_set, self.device,
                                            self.batch_size, self.workers)
-        if self.zeroshot_set is not None:
-            zeroshot = evaluate_zeroshot(model, self.tokenizer, self.zeroshot_set, self.classnames, self.templates,
-                                         self.device, self.zs_batch_size, self.workers)
+        if self.zeroshot is not None:
+            zeroshot = evaluate_zeroshot(model, self.tokenizer, self.zeroshot.dataset, self.zeroshot.classnames,
+                                         self.zeroshot.templates, self.device, self.zs_batch_size, self.workers)
         return retrieval, zeroshot

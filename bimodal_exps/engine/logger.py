@@ -44,13 +44,13 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def write_eval_logs(output_dir: Path, retrieval: Mapping[str, float], zeroshot: Mapping[str, float],
-                    epoch: int) -> None:
-    """Append the references' legacy files: `coco_log.txt` (val_* keys) and `zeroshot_imagenet_log.txt`."""
+                    epoch: int, zeroshot_name: str = "imagenet") -> None:
+    """Append the references' legacy files: `coco_log.txt` (val_* keys) and `zeroshot_<dataset>_log.txt`."""
     if retrieval:
         append_jsonl(output_dir / "coco_log.txt",
                      {**{f"val_{k}": v for k, v in retrieval.items()}, "epoch": epoch, "data": "coco"})
     if zeroshot:
-        append_jsonl(output_dir / "zeroshot_imagenet_log.txt", {**zeroshot, "epoch": epoch})
+        append_jsonl(output_dir / f"zeroshot_{zeroshot_name}_log.txt", {**zeroshot, "epoch": epoch})
 
 
 def format_results_table(results: Mapping[str, float]) -> str:

@@ -192,7 +192,7 @@ def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]
     """Evaluate the unwrapped model; rank 0 appends the legacy JSON-lines logs."""
     retrieval, zeroshot = run.evaluator.run(run.model)
     if world()[0] == 0:
-        write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"])
+        write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"], run.evaluator.zeroshot_name)
     return {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot}
 
 

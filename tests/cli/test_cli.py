@@ -35,6 +35,12 @@ def test_seed_000_train_and_eval_commands_parse_with_their_meaning():
     assert evaluate.evaluate and evaluate.checkpoint == "../checkpoint_30.pth"
 
 
+def test_cifar_zero_shot_defaults_to_torchvision_root_under_data_path():
+    args, _ = parse("--data_path /data --zs_dataset cifar100 --zs_norm legacy")
+    assert args.zs_dataset == "cifar100" and args.zs_datafolder == "/data" and args.zs_norm == "legacy"
+    assert parse("--data_path /data --zs_dataset cifar10 --zs_datafolder /c")[0].zs_datafolder == "/c"
+
+
 def test_seed_002_command_parses_with_its_webdataset_flags():
     args, notes = parse(SEED_002_TRAIN)
     assert args.dataset_type == "webdataset" and args.train_data == "/data/cc12m/{00000..01242}.tar"

@@ -52,6 +52,16 @@ def test_zeroshot_transform_crop_and_normalisation(norm, mean, std):
     assert torch.allclose(out[:, 8, 8], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("dataset, mean, std", [("cifar10", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+                                                 ("cifar100", (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))])
+def test_legacy_zeroshot_normalisation_follows_the_dataset(dataset, mean, std):
+    grey = Image.new("RGB", (32, 32), (128, 128, 128))
+    expected = (128 / 255 - torch.tensor(mean)) / torch.tensor(std)
+    assert torch.allclose(build_zeroshot_transform(16, "legacy", dataset)(grey)[:, 8, 8], expected, atol=1e-5)
+    clip = build_zeroshot_transform(16, "clip", dataset)(grey)[:, 8, 8]
+    assert torch.allclose(clip, (128 / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD), atol=1e-5)
+
+
 def test_zeroshot_transform_rejects_unknown_norm():
     with pytest.raises(ValueError, match="legacy"):
         build_zeroshot_transform(16, norm="cifar")
