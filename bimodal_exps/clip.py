@@ -87,6 +87,8 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     """`--evaluate --checkpoint PATH`: build the towers from config, load weights strictly, evaluate."""
     model_config = ModelConfig.from_args(args, pretrained=False)
     model = create_model(model_config).to(device)
+    if args.compile:
+        model.compile_towers(args.compile)
     checkpoint = load_checkpoint(args.checkpoint, required=("model",))
     load_state_strict(model, checkpoint["model"], "model", args.checkpoint)
     evaluator = build_evaluator(args, create_tokenizer(model_config), device)
@@ -139,6 +141,8 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     evaluator = build_evaluator(args, tokenizer, device)
 
     model = create_model(model_config).to(device)
+    if args.compile:
+        model.compile_towers(args.compile)
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
                           args.checkpoint)

@@ -126,6 +126,26 @@ def test_absent_zero_shot_data_is_skipped_with_a_note(shapes, one_epoch, tmp_pat
     assert "zeroshot_top1" not in metrics and "txt_r1" in metrics
 
 
+def test_compile_trains_the_same_weights_with_the_same_checkpoint_keys(shapes, tmp_path):
+    common = f"{data_flags(shapes)} --ita_type sogclr --epochs 1 --train_frac 0.1 --zs_dataset none {TINY}"
+    assert run(f"{common} --output_dir {tmp_path}/eager") == 0
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    assert run(f"{common} --output_dir {tmp_path}/compiled --compile aot_eager") == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # both towers went through dynamo
+    eager = torch.load(tmp_path / "eager" / "checkpoint_1.pth", weights_only=True)
+    compiled = torch.load(tmp_path / "compiled" / "checkpoint_1.pth", weights_only=True)
+    for part in ("model", "loss"):
+        assert compiled[part].keys() == eager[part].keys()
+        for key, value in eager[part].items():
+            assert torch.allclose(compiled[part][key].float(), value.float(), atol=1e-5), f"{part}.{key}"
+
+
+def test_unknown_compile_backend_is_a_usage_error(tmp_path, capsys):
+    assert run(f"--output_dir {tmp_path} --compile no_such_backend") == 1
+    assert "--compile no_such_backend: unknown torch.compile backend" in capsys.readouterr().err
+
+
 def cli(args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, os.path.join(os.path.dirname(clip.__file__), "clip.py"),
                            *shlex.split(args)], capture_output=True, text=True, env={**os.environ, **(env or {})})

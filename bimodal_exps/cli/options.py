@@ -77,6 +77,10 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     for name in ("keep_checkpoints", "save_every_steps"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} must be >= 0 (got {getattr(args, name)}; 0 turns it off)")
+    if args.compile:
+        import torch._dynamo  # only when asked: importing dynamo takes seconds
+        if args.compile not in torch._dynamo.list_backends(exclude_tags=()):
+            raise UsageError(f"--compile {args.compile}: unknown torch.compile backend; e.g. inductor, aot_eager")
     if args.dist_timeout <= 0:
         raise UsageError(f"--dist_timeout must be positive (got {args.dist_timeout} minutes)")
     if not 0 < args.train_frac <= 1:

@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(run, "--requeue_on_preempt", action="store_true",
              help="after SIGTERM/SIGUSR1 has written checkpoint_last.pth, run `scontrol requeue $SLURM_JOB_ID`")
     add_flag(run, "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_flag(run, "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+             help="torch.compile both towers (default backend inductor; e.g. aot_eager to debug a graph break)")
     add_flag(run, "--seed", type=int, default=42, help="base seed (each process adds its rank)")
     add_flag(run, "--output_dir", default="./output/clip_test", help="where logs and checkpoints go")
     add_flag(run, "--resume", nargs="?", const="", default=None,

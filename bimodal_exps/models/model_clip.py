@@ -40,6 +40,11 @@ class CLIP(nn.Module):
         """Tokenizer output -> [B, embed_dim] unit vectors (fp32)."""
         return l2_normalize(self.text_proj(self.text_encoder(tokens)))
 
+    def compile_towers(self, backend: str = "inductor") -> None:
+        """torch.compile both towers in place: training and evaluation use them, state-dict keys stay the same."""
+        self.visual_encoder.compile(backend=backend)
+        self.text_encoder.compile(backend=backend)
+
     def forward(self, images: torch.Tensor, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image_features, text_features), both [B, embed_dim] and l2-normalised."""
         return self.encode_image(images), self.encode_text(tokens)
