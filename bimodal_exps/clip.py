@@ -161,7 +161,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stop_signal = StopSignal().install()
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
-                             lr_temp_net=args.lr_temp_net, log_every=args.log_every,
+                             log_every=args.log_every,
                              show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested,
                              max_consecutive_skips=args.max_skipped_steps)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,

@@ -3,6 +3,7 @@ import json
 import shlex
 
 import pytest
+import torch
 
 import clip
 from models.losses import ITA_TYPES
@@ -30,3 +31,19 @@ def test_one_epoch_per_ita_type(shapes, tmp_path, ita_type):
         assert "train_gamma" in record
     if ita_type in ("isogclr", "isogclr_new", "sogclr_dro"):
         assert "train_eta" in record
+
+
+@pytest.mark.parametrize("ita_type", ["isogclr_tempnet", "fastclip_v3"])
+def test_losses_with_their_own_optimiser_resume_exactly(shapes, tmp_path, ita_type):
+    """The loss's separate Adam (TempNet networks, FastCLIP v3's τ) is checkpointed and restored."""
+    common = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --ita_type {ita_type} "
+              f"{TINY} --epochs 2")
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/straight")) == 0
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/resumed "
+                                 f"--resume {tmp_path}/straight/checkpoint_1.pth")) == 0
+    straight = torch.load(tmp_path / "straight" / "checkpoint_2.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint_2.pth", weights_only=True)
+    assert straight["optimizers_extra"]["own"]["state"], "the own optimiser took steps"
+    for part in ("model", "loss"):
+        for key, value in straight[part].items():
+            assert torch.equal(resumed[part][key], value), f"{part}.{key}"

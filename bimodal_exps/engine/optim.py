@@ -7,6 +7,7 @@ Two schedule modes:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,32 +19,43 @@ LEGACY_WARMUP_BLOCK = 100  # iterations per warm-up step of the legacy schedule
 
 @dataclass
 class Optimizers:
-    """The main optimiser and, for TempNet losses, the separate temperature-network Adam."""
+    """The main optimiser and, when the loss has "own" parameter groups (TempNet's networks, FastCLIP v3's
+    τ), a separate Adam over them whose learning rate the loss's `own_lr` rule sets at every epoch start."""
 
     main: torch.optim.Optimizer
-    tempnet: torch.optim.Optimizer | None = None
+    own: torch.optim.Optimizer | None = None
+    own_lr: Callable[[float, int], float] | None = None
 
     def all(self) -> list[torch.optim.Optimizer]:
-        return [opt for opt in (self.main, self.tempnet) if opt is not None]
+        return [opt for opt in (self.main, self.own) if opt is not None]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set each own group's lr to the loss's rule applied to the group's initial lr."""
+        if self.own is not None and self.own_lr is not None:
+            for group in self.own.param_groups:
+                group["lr"] = self.own_lr(group["initial_lr"], epoch)
 
 
 def create_optimizers(model: torch.nn.Module, loss_fn: torch.nn.Module, opt: str, lr: float, weight_decay: float,
                       momentum: float = 0.9, lr_temp_net: float = 6e-6) -> Optimizers:
-    """Main optimiser over the model (no decay on biases and norms) plus the loss's own parameter groups."""
+    """Main optimiser over the model (no decay on biases and norms) plus the loss's parameter groups: "main"
+    groups join it (at their own "lr" if they give one, scaled by the same schedule), "own" groups get a
+    separate Adam (at their "lr", else `lr_temp_net`)."""
     groups = param_groups_weight_decay(model, weight_decay)
-    tempnet_groups = []
+    own_groups = []
     for group in loss_fn.param_groups():
         group = dict(group)
         target = group.pop("optimizer", "main")
-        (tempnet_groups if target == "tempnet" else groups).append(group)
+        if target not in ("main", "own"):
+            raise ValueError(f"{type(loss_fn).__name__}: parameter group optimizer must be main or own, got {target!r}")
+        (own_groups if target == "own" else groups).append(group)
     main = create_optimizer_v2(groups, opt=opt.lower(), lr=lr, weight_decay=weight_decay, momentum=momentum)
-    tempnet = torch.optim.Adam(tempnet_groups, lr=lr_temp_net) if tempnet_groups else None
-    return Optimizers(main, tempnet)
-
-
-def tempnet_lr(lr_temp_net: float, epoch: int) -> float:
-    """TempNet learning rate of epoch `epoch` (TNET/DTN decay it by 0.9 per epoch)."""
-    return lr_temp_net * 0.9 ** epoch
+    if not own_groups:
+        return Optimizers(main)
+    own = torch.optim.Adam(own_groups, lr=lr_temp_net)
+    for group in own.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return Optimizers(main, own, loss_fn.own_lr)
 
 
 class LRSchedule:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from engine.checkpoint import restore_rng_state
 from engine.distributed import world
 from engine.logger import RunningMeans
-from engine.optim import LRSchedule, Optimizers, tempnet_lr
+from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
 
 
@@ -28,7 +28,6 @@ class StepConfig:
     device: torch.device
     amp_dtype: torch.dtype | None = None  # None: fp32
     grad_clip: float = 0.0
-    lr_temp_net: float = 6e-6
     log_every: int = 50
     show_progress: bool = True
     max_consecutive_skips: int = 100
@@ -95,9 +94,7 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     the steps run here (synchronised over ranks). `on_step_end(epoch, iterations_done)` runs after every
     step, skipped ones included; a stop request is honoured right after it."""
     task.train()
-    if optimizers.tempnet is not None:
-        for group in optimizers.tempnet.param_groups:
-            group["lr"] = tempnet_lr(config.lr_temp_net, epoch)
+    optimizers.start_epoch(epoch)
     params = [p for group in optimizers.main.param_groups for p in group["params"]]
     meters = RunningMeans()
     skipped = torch.zeros((), device=config.device)

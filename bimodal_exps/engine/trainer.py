@@ -86,7 +86,7 @@ def checkpoint_payload(run: Run, epochs_done: int, iteration: int = 0) -> dict[s
         "model": run.model.state_dict(),
         "loss": run.loss_fn.state_dict(),
         "optimizer": run.optimizers.main.state_dict(),
-        "optimizers_extra": {"tempnet": run.optimizers.tempnet.state_dict()} if run.optimizers.tempnet else {},
+        "optimizers_extra": {"own": run.optimizers.own.state_dict()} if run.optimizers.own else {},
         "scheduler": run.schedule.scheduler.state_dict() if run.schedule.scheduler else {},
         "scaler": run.scaler.state_dict(),
         "rng": capture_rng_state(),
@@ -103,8 +103,8 @@ def resume(run: Run, path: str) -> None:
     load_state_strict(run.model, ckpt["model"], "model", path)
     load_state_strict(run.loss_fn, ckpt["loss"], "loss state", path)
     run.optimizers.main.load_state_dict(ckpt["optimizer"])
-    if run.optimizers.tempnet is not None:
-        run.optimizers.tempnet.load_state_dict(ckpt["optimizers_extra"]["tempnet"])
+    if run.optimizers.own is not None:
+        run.optimizers.own.load_state_dict(ckpt["optimizers_extra"]["own"])
     if run.schedule.scheduler is not None and ckpt.get("scheduler"):
         run.schedule.scheduler.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt["scaler"])

@@ -79,7 +79,9 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
     "tempnet_dropout": LossHParam(float, 0.5, "dropout of the TempNet projection (train mode only)"),
     "tempnet_proto_init": LossHParam(bool, True, "initialise TempNet prototypes from the first global batch "
                                                  "(other modality)"),
-    "lr_tau": LossHParam(float, 0.0133, "fastclip_v2: step size of the per-sample Adam-like τ rule"),
+    "lr_tau": LossHParam(float, None, "fastclip τ learning rate: v0 lr of θ = log(1/τ) on the main schedule "
+                                      "(default --lr), v2 step of the per-sample rule (0.0133), v3 lr of θ's "
+                                      "own Adam, /3 once τ ≤ 0.03 (2e-4)"),
     "tau_beta1": LossHParam(float, 0.9, "fastclip_v2: β1 of the per-sample τ rule (0 during epoch 0)"),
     "tau_beta2": LossHParam(float, 0.999, "fastclip_v2: β2 of the per-sample τ rule (0 during epoch 0)"),
     "tau_eps": LossHParam(float, 1e-8, "fastclip_v2: eps of the per-sample τ rule"),
@@ -111,10 +113,10 @@ _OWN: dict[str, tuple[str, ...]] = {
     "infosogclr": _MINE,
     "sogclr_v2_mine": _MINE,
     "hybrid": (*_GCL, "tau_init", "gcl_normalizer", "cov_coeff", "std_coeff", "hybrid_parity", "hybrid_std"),
-    "fastclip_v0": ("temp", *_GCL),
+    "fastclip_v0": ("temp", *_GCL, "lr_tau"),
     "fastclip_v1": ("temp", *_GCL),
     "fastclip_v2": (*_GCL, *_RHO, "tau_init", "tau_min", "tau_max", "lr_tau", "tau_beta1", "tau_beta2", "tau_eps"),
-    "fastclip_v3": ("temp", *_GCL, *_RHO, "v3_tau_grad"),
+    "fastclip_v3": ("temp", *_GCL, *_RHO, "lr_tau", "v3_tau_grad"),
 }
 
 _USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OWN.items()}

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from engine.optim import LRSchedule, create_optimizers, tempnet_lr
+from engine.optim import LRSchedule, create_optimizers
+from models.losses import build_loss
 
 
 def make_optimizer(lr=2e-4):
@@ -67,7 +68,10 @@ class _LossWithTemperature(torch.nn.Module):
 
     def param_groups(self):
         return [{"params": [self.log_scale], "weight_decay": 0.0, "optimizer": "main"},
-                {"params": list(self.temp_gen.parameters()), "weight_decay": 0.0, "optimizer": "tempnet"}]
+                {"params": list(self.temp_gen.parameters()), "weight_decay": 0.0, "optimizer": "own"}]
+
+    def own_lr(self, base_lr, epoch):
+        return base_lr * 0.9 ** epoch
 
 
 def test_weight_decay_skips_biases_norms_and_loss_parameters():
@@ -79,9 +83,45 @@ def test_weight_decay_skips_biases_norms_and_loss_parameters():
     assert decay_of[id(model[0].bias)] == 0.0 and decay_of[id(model[1].weight)] == 0.0
     assert decay_of[id(loss.log_scale)] == 0.0
     assert id(loss.temp_gen.weight) not in decay_of
-    assert isinstance(optimizers.tempnet, torch.optim.Adam)
-    assert optimizers.tempnet.param_groups[0]["lr"] == 3e-5
-    assert tempnet_lr(3e-5, 2) == pytest.approx(3e-5 * 0.81)
+    assert isinstance(optimizers.own, torch.optim.Adam)
+    assert optimizers.own.param_groups[0]["lr"] == 3e-5
+    optimizers.start_epoch(2)
+    assert optimizers.own.param_groups[0]["lr"] == pytest.approx(3e-5 * 0.81)
+
+
+def _fastclip(version: int, **hparams):
+    return build_loss(f"fastclip_v{version}", num_samples=8, **hparams)
+
+
+def test_fastclip_v0_tau_group_follows_the_main_schedule_at_lr_tau():
+    model = torch.nn.Linear(3, 4)
+    loss = _fastclip(0, lr_tau=5e-4)
+    optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.1)
+    schedule = LRSchedule(optimizers.main, "step", "cosine", epochs=2, steps_per_epoch=10, lr_min=0.0,
+                          warmup_lr=0.0, warmup_steps=4)
+    tau_group = next(g for g in optimizers.main.param_groups if any(p is loss.logit_scale for p in g["params"]))
+    model_group = next(g for g in optimizers.main.param_groups if any(p is model.weight for p in g["params"]))
+    assert optimizers.own is None and tau_group["weight_decay"] == 0.0
+    for step in range(1, 20):
+        schedule.scheduler.step_update(step)
+        assert tau_group["lr"] == pytest.approx(model_group["lr"] / 2), step  # same warm-up and cosine, half
+    default = create_optimizers(model, _fastclip(0), "adamW", lr=1e-3, weight_decay=0.1)
+    assert next(g for g in default.main.param_groups if g["params"][0].dim() == 0)["lr"] == 1e-3
+
+
+def test_fastclip_v3_tau_has_its_own_adam_at_lr_tau_divided_by_3_below_the_threshold():
+    model = torch.nn.Linear(3, 4)
+    loss = _fastclip(3)
+    optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.1)
+    assert all(loss.logit_scale is not p for g in optimizers.main.param_groups for p in g["params"])
+    assert optimizers.own.param_groups[0]["params"] == [loss.logit_scale]
+    optimizers.start_epoch(0)
+    assert optimizers.own.param_groups[0]["lr"] == 2e-4  # τ = 0.07 > 0.03
+    with torch.no_grad():
+        loss.logit_scale.fill_(math.log(1 / 0.025))
+    optimizers.start_epoch(5)
+    assert optimizers.own.param_groups[0]["lr"] == pytest.approx(2e-4 / 3)
+    assert create_optimizers(model, _fastclip(3, lr_tau=1e-4), "adamW", 1e-3, 0.1).own.param_groups[0]["lr"] == 1e-4
 
 
 @pytest.mark.parametrize("mode, warmup", [("legacy", {"warmup_epochs": 2}), ("legacy", {"warmup_epochs": 0}),

@@ -162,7 +162,7 @@ def test_tempnet_prototypes_dropout_and_groups(ref):
     b = loss.temp_gen_img(e)
     assert torch.equal(a, b) and not torch.equal(a, loss.eval().temp_gen_img(e))
     (group,) = loss.param_groups()
-    assert group["optimizer"] == "tempnet" and group["weight_decay"] == 0.0
+    assert group["optimizer"] == "own" and group["weight_decay"] == 0.0
     assert len(group["params"]) == len(list(loss.parameters())) == 12
     with pytest.raises(ValueError, match="embed_dim"):
         loss(*ref.unit(4, 3, seed=9), torch.arange(4))

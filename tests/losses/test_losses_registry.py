@@ -55,7 +55,7 @@ def test_forward_contract(ref, name):
     owned = {id(p) for g in groups for p in g["params"]}
     assert owned == {id(p) for p in loss.parameters()}
     for g in groups:
-        assert g["weight_decay"] == 0.0 and g["optimizer"] in ("main", "tempnet")
+        assert g["weight_decay"] == 0.0 and g["optimizer"] in ("main", "own")
     assert all(b.device == e.device for b in loss.buffers())
     doc = (type(loss).__doc__ or "").strip().splitlines()
     assert len(doc) >= 2 and "Paper" in doc[1], type(loss).__name__

@@ -118,8 +118,14 @@ class ContrastiveLoss(nn.Module):
         self.epoch, self.num_epochs = int(epoch), int(num_epochs)
 
     def param_groups(self) -> list[dict]:
-        """Optimiser groups of the loss's own parameters (none by default)."""
+        """Optimiser groups of the loss's parameters (none by default). Key "optimizer": "main" (the model's
+        optimiser and lr schedule; an optional "lr" replaces the base lr) or "own" (a separate Adam whose lr
+        `own_lr` sets at each epoch start)."""
         return []
+
+    def own_lr(self, base_lr: float, epoch: int) -> float:
+        """Learning rate of the "own" groups during `epoch`, from their initial lr (constant by default)."""
+        return base_lr
 
     def forward(self, image_features: Tensor, text_features: Tensor, ids: Tensor) -> LossOutput:
         if image_features.dim() != 2 or image_features.shape != text_features.shape:

@@ -22,6 +22,9 @@ V3_TAU_GRADS = ("reference", "consistent")
 LOGIT_SCALE_MAX = math.log(100.0)  # θ = log(1/τ) ∈ [0, ln 100], i.e. τ ∈ [0.01, 1]
 G_CLIP = 5.0
 SIDES = ("img", "txt")
+V2_LR_TAU = 0.0133  # FastCLIP README, CC3M
+V3_LR_TAU = 2e-4
+V3_TAU_THRESHOLD = 0.03
 
 
 class FastCLIPLoss(GCLLoss):
@@ -35,7 +38,7 @@ class FastCLIPLoss(GCLLoss):
     def __init__(self, num_samples: int, version: int, temp: float = 0.07, sogclr_gamma: float = 0.2,
                  gamma_schedule: str = "cosine", gamma_decay_epochs: int | None = None,
                  state_init: str = "first_visit", rho_I: float | None = None, rho_T: float | None = None,
-                 tau_init: float = 0.03, tau_min: float = 0.01, tau_max: float = 1.0, lr_tau: float = 0.0133,
+                 tau_init: float = 0.03, tau_min: float = 0.01, tau_max: float = 1.0, lr_tau: float | None = None,
                  tau_beta1: float = 0.9, tau_beta2: float = 0.999, tau_eps: float = 1e-8,
                  v3_tau_grad: str = "reference", dist_mode: str = "autograd") -> None:
         if version not in (0, 1, 2, 3):
@@ -55,15 +58,27 @@ class FastCLIPLoss(GCLLoss):
                     "txt": default_rho if rho_T is None else float(rho_T)}
         self.temp = float(temp)
         self.tau_min, self.tau_max = float(tau_min), float(tau_max)
-        self.lr_tau, self.betas, self.tau_eps = float(lr_tau), (float(tau_beta1), float(tau_beta2)), float(tau_eps)
+        # lr_tau: v0 the main lr unless given; v2 the per-sample rule's step (0.0133); v3 its own Adam (2e-4)
+        self.lr_tau = {2: V2_LR_TAU, 3: V3_LR_TAU}.get(version) if lr_tau is None else float(lr_tau)
+        self.betas, self.tau_eps = (float(tau_beta1), float(tau_beta2)), float(tau_eps)
         self.tau_grad_weight = 1.0 if v3_tau_grad == "reference" else 0.5
         if version in (0, 3):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temp)))
 
     def param_groups(self) -> list[dict]:
+        """v0: θ in the main optimiser and schedule (at lr_tau if given); v3: θ in its own Adam at lr_tau."""
         if self.version not in (0, 3):
             return []
-        return [{"params": [self.logit_scale], "weight_decay": 0.0, "optimizer": "main"}]
+        group = {"params": [self.logit_scale], "weight_decay": 0.0, "optimizer": "main" if self.version == 0 else "own"}
+        if self.lr_tau is not None:
+            group["lr"] = self.lr_tau
+        return [group]
+
+    def own_lr(self, base_lr: float, epoch: int) -> float:
+        """v3's `step_thresh` rule: lr_tau, divided by 3 while τ ≤ 0.03 (checked at each epoch start, so
+        the step loop needs no host sync; the reference checks every step)."""
+        tau = math.exp(-float(self.logit_scale.detach()))
+        return base_lr / 3.0 if tau <= V3_TAU_THRESHOLD else base_lr
 
     def _compute(self, batch: Batch) -> LossOutput:
         h = dict(zip(SIDES, batch.differences()))

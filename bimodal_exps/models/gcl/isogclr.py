@@ -87,7 +87,7 @@ class TempNetLoss(GCLLoss):
     the state is written by its owner, so per-rank dropout cannot make the replicas diverge (§5.7); in
     fastclip mode the owner's τ also reaches the other ranks' candidate part. The networks read detached
     features, so they add no feature gradient.
-    The networks' parameters form the "tempnet" group (own Adam, lr_temp_net·0.9^epoch in the engine).
+    The networks' parameters form an "own" group (separate Adam at lr_temp_net·0.9^epoch).
     """
 
     def __init__(self, num_samples: int, embed_dim: int = 256, rho_I: float = 7.0, rho_T: float = 7.0,
@@ -111,7 +111,11 @@ class TempNetLoss(GCLLoss):
 
     def param_groups(self) -> list[dict]:
         params = [*self.temp_gen_img.parameters(), *self.temp_gen_txt.parameters()]
-        return [{"params": params, "weight_decay": 0.0, "optimizer": "tempnet"}]
+        return [{"params": params, "weight_decay": 0.0, "optimizer": "own"}]
+
+    def own_lr(self, base_lr: float, epoch: int) -> float:
+        """TNET/DTN decay the networks' lr (`--lr_temp_net`) by 0.9 per epoch."""
+        return base_lr * 0.9 ** epoch
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 (nn.Module signature)
         super()._load_from_state_dict(*args, **kwargs)
