@@ -90,7 +90,8 @@ def summarise(results: list[RunResult]) -> list[dict]:
 
 
 def batch_effect(rows: list[dict]) -> list[dict]:
-    """Per loss: change of each final metric from the largest to the smallest batch size (points)."""
+    """Per loss: change of each final metric from the largest to the smallest batch size (points), with its
+    standard error from the seed spread of the two cells (seeds are independent runs)."""
     by_loss: dict[str, dict[int, dict]] = {}
     for row in rows:
         by_loss.setdefault(row["ita_type"], {})[row["batch"]] = row
@@ -102,6 +103,8 @@ def batch_effect(rows: list[dict]) -> list[dict]:
         effect = {"ita_type": ita_type, "small": min(cells), "large": max(cells)}
         for key in PLOT_METRICS:
             effect[f"delta_{key}"] = small[key] - large[key]
+            effect[f"se_{key}"] = (math.hypot(*(c[f"{key}_std"] / math.sqrt(len(c["seeds"])) for c in (small, large)))
+                                   if min(len(small["seeds"]), len(large["seeds"])) > 1 else math.nan)
         effects.append(effect)
     return effects
 
@@ -123,16 +126,27 @@ def results_table(rows: list[dict], loss_order: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _signed(value: float, se: float) -> str:
+    return f"{value:+.2f}" + ("" if math.isnan(se) else f" ± {se:.2f}")
+
+
+def relative_to_clip(effect: dict, clip: dict, key: str) -> tuple[float, float]:
+    """(Δ of `effect` − clip's Δ, its standard error)."""
+    return effect[f"delta_{key}"] - clip[f"delta_{key}"], math.hypot(effect[f"se_{key}"], clip[f"se_{key}"])
+
+
 def effect_table(effects: list[dict], loss_order: list[str]) -> str:
-    """Markdown: small-batch penalty per loss, and the same relative to clip's."""
+    """Markdown: small-batch change per loss ± standard error, and the same relative to clip's."""
     clip = next((e for e in effects if e["ita_type"] == "clip"), None)
     header = " | ".join(f"Δ {METRICS[k]}" + (" (− clip's Δ)" if clip else "") for k in PLOT_METRICS)
     lines = [f"| loss | {header} |", "|---|" + "---:|" * len(PLOT_METRICS)]
     for effect in sorted(effects, key=lambda e: loss_order.index(e["ita_type"])):
         cells = []
         for key in PLOT_METRICS:
-            delta = effect[f"delta_{key}"]
-            cells.append(f"{delta:+.2f}" + (f" ({delta - clip[f'delta_{key}']:+.2f})" if clip else ""))
+            cell = _signed(effect[f"delta_{key}"], effect[f"se_{key}"])
+            if clip and effect is not clip:
+                cell += f" ({_signed(*relative_to_clip(effect, clip, key))})"
+            cells.append(cell)
         lines.append(f"| {effect['ita_type']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -144,14 +158,19 @@ def effect_summary(effects: list[dict], rows: list[dict]) -> str:
     if clip is None or not others:
         return "The grid needs `clip` and another loss at two batch sizes for this comparison."
     key = "r1_mean"
-    better = [e["ita_type"] for e in others if e[f"delta_{key}"] > clip[f"delta_{key}"]]
+    relative = {e["ita_type"]: relative_to_clip(e, clip, key) for e in others}
+    better = [name for name, (diff, se) in relative.items() if diff > 2 * se]
+    worse = [name for name, (diff, se) in relative.items() if diff < -2 * se]
+    opening = (f"From B={clip['large']} to B={clip['small']}, clip's mean R@1 changes by "
+               f"{clip[f'delta_{key}']:+.2f} points; the other losses change by "
+               f"{min(e[f'delta_{key}'] for e in others):+.2f} to {max(e[f'delta_{key}'] for e in others):+.2f}. ")
+    if any(math.isnan(se) for _, se in relative.values()):
+        return opening + "Telling these apart from seed noise needs at least two seeds per cell."
     noise = statistics.fmean(r[f"{key}_std"] for r in rows)
-    return (f"From B={clip['large']} to B={clip['small']}, clip's mean R@1 changes by "
-            f"{clip[f'delta_{key}']:+.2f} points; the other losses change by "
-            f"{min(e[f'delta_{key}'] for e in others):+.2f} to {max(e[f'delta_{key}'] for e in others):+.2f}. "
-            f"{len(better)} of {len(others)} ({', '.join(better) or 'none'}) fare better than clip at the small "
-            f"batch. For scale: the seed-to-seed standard deviation of a cell's mean R@1 is {noise:.2f} points "
-            f"on average, so differences of that size are noise.")
+    return (opening + f"By more than two standard errors, {len(better)} of {len(others)} lose less than clip when "
+            f"the batch shrinks ({', '.join(better) or 'none'}) and {len(worse)} of {len(others)} lose more "
+            f"({', '.join(worse) or 'none'}); the rest are within noise. For scale: the seed-to-seed standard "
+            f"deviation of a cell's mean R@1 is {noise:.2f} points on average.")
 
 
 def _losses_in(results: list[RunResult], loss_order: list[str]) -> list[str]:
@@ -270,8 +289,9 @@ def results_markdown(rows: list[dict], effects: list[dict], grid: dict, loss_ord
         "## Settings", "", settings_text(grid), "",
         "## Final metrics (%, mean ± std over seeds)", "", results_table(rows, loss_order), "",
         "## Small-batch effect", "",
-        "Δ = metric at the smallest batch − metric at the largest batch (points); in brackets, the same "
-        "relative to clip's Δ (positive: the loss loses less than clip when the batch shrinks).", "",
+        "Δ = metric at the smallest batch − metric at the largest batch (points) ± its standard error over "
+        "seeds; in brackets, Δ − clip's Δ ± its standard error (positive: the loss loses less than clip, or "
+        "gains more, when the batch shrinks).", "",
         effect_table(effects, loss_order), "", effect_summary(effects, rows), "", notes, "",
         "## Plots", "", f"![final metric against batch size]({plot_link}/{BATCH_PLOT})", "",
         f"![metric against epoch]({plot_link}/{EPOCH_PLOT})", "",

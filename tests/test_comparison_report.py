@@ -1,0 +1,44 @@
+"""The loss-comparison report's statistics: per-cell mean/std, the small-batch Δ and its standard error."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from comparison_report import RunResult, batch_effect, effect_summary, summarise  # noqa: E402
+
+
+def _run(loss: str, batch: int, seed: int, r1: float) -> RunResult:
+    return RunResult(loss, batch, seed, [{"txt_r1": r1, "img_r1": r1, "r1_mean": r1, "zeroshot_top1": 50.0}])
+
+
+def _grid(values: dict[tuple[str, int], list[float]]) -> list[RunResult]:
+    return [_run(loss, batch, seed, r1) for (loss, batch), r1s in values.items() for seed, r1 in enumerate(r1s)]
+
+
+def test_delta_and_standard_error_over_seeds():
+    rows = summarise(_grid({("clip", 32): [10.0, 12.0], ("clip", 128): [20.0, 20.0]}))
+    (effect,) = batch_effect(rows)
+    assert (effect["small"], effect["large"]) == (32, 128)
+    assert effect["delta_r1_mean"] == pytest.approx(11.0 - 20.0)
+    assert effect["se_r1_mean"] == pytest.approx(math.sqrt(2.0) / math.sqrt(2))  # std √2 over 2 seeds, and 0
+
+
+def test_summary_separates_real_differences_from_noise():
+    values = {("clip", 32): [10.0, 10.2, 9.8], ("clip", 128): [20.0, 20.2, 19.8],      # Δ −10
+              ("sogclr", 32): [18.0, 18.2, 17.8], ("sogclr", 128): [20.0, 20.2, 19.8],  # Δ −2: loses less
+              ("hybrid", 32): [9.0, 14.0, 4.0], ("hybrid", 128): [20.0, 20.2, 19.8]}    # Δ −11, but noisy
+    rows = summarise(_grid(values))
+    text = effect_summary(batch_effect(rows), rows)
+    assert "1 of 2 lose less than clip when the batch shrinks (sogclr)" in text
+    assert "0 of 2 lose more (none)" in text
+
+
+def test_one_seed_gives_no_significance_claim():
+    rows = summarise(_grid({("clip", 32): [10.0], ("clip", 128): [20.0], ("sogclr", 32): [15.0],
+                            ("sogclr", 128): [20.0]}))
+    effects = batch_effect(rows)
+    assert all(math.isnan(e["se_r1_mean"]) for e in effects)
+    assert "needs at least two seeds" in effect_summary(effects, rows)
