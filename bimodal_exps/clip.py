@@ -131,7 +131,11 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
     if len(loader) == 0:
         raise UsageError(f"{len(dataset)} training samples cannot fill one batch of --batch_size_train "
                          f"{args.batch_size_train} × {env.world_size} process(es)")
-    return loader, sampler, dataset.num_samples, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
+    state_size = args.data_size or dataset.num_samples
+    if state_size < dataset.num_samples:
+        raise UsageError(f"--data_size {args.data_size} is smaller than the {dataset.num_samples} pair ids of "
+                         f"{', '.join(args.train_files)}; leave it out to size the loss state from the data")
+    return loader, sampler, state_size, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
 
 
 def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]:

@@ -141,6 +141,15 @@ def test_compile_trains_the_same_weights_with_the_same_checkpoint_keys(shapes, t
             assert torch.allclose(compiled[part][key].float(), value.float(), atol=1e-5), f"{part}.{key}"
 
 
+def test_state_size_sizes_the_per_sample_state_and_must_cover_the_pair_ids(shapes, tmp_path, capsys):
+    common = f"{data_flags(shapes)} --ita_type sogclr --epochs 1 --train_frac 0.1 --zs_dataset none {TINY}"
+    assert run(f"{common} --output_dir {tmp_path}/big --state_size 5000") == 0
+    state = torch.load(tmp_path / "big" / "checkpoint_1.pth", weights_only=True)["loss"]
+    assert {value.shape[0] for value in state.values() if value.dim() == 1} == {5000}
+    assert run(f"{common} --output_dir {tmp_path}/small --state_size 100") == 1
+    assert "--data_size 100 is smaller than the 2048 pair ids" in capsys.readouterr().err
+
+
 def test_unknown_compile_backend_is_a_usage_error(tmp_path, capsys):
     assert run(f"--output_dir {tmp_path} --compile no_such_backend") == 1
     assert "--compile no_such_backend: unknown torch.compile backend" in capsys.readouterr().err

@@ -96,11 +96,12 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
 
 def _check_webdataset(args: argparse.Namespace) -> list[str]:
     """Training from shards needs --train-data and --train-num-samples; sizes must be positive."""
+    if args.data_size is not None and args.data_size < 1:
+        raise UsageError(f"--data_size must be >= 1 (got {args.data_size})")
     if args.dataset_type != "webdataset":
         return ["--dataset_resampled is only used with --dataset_type webdataset"] if args.dataset_resampled else []
-    for flag, value in (("--train-num-samples", args.train_num_samples), ("--data_size", args.data_size)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be >= 1 (got {value})")
+    if args.train_num_samples is not None and args.train_num_samples < 1:
+        raise UsageError(f"--train-num-samples must be >= 1 (got {args.train_num_samples})")
     if args.evaluate:
         return []
     missing = [flag for flag, value in (("--train-data", args.train_data),

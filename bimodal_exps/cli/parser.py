@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(data, "--train_image_root", default="cc3m_subset_100k", help="training images, relative to --data_path")
     add_flag(data, "--data", default="cc3m", help="dataset tag used in logs (cc3m, cc12m, dfn_med, ...)")
     add_flag(data, "--train_frac", type=float, default=1.0, help="keep this prefix fraction of the training set")
-    add_flag(data, "--val_coco_file", default=None, help="COCO retrieval JSON (default: <ann_path>/coco_val.json)")
+    add_flag(data, "--val_coco_file", "--coco_file", default=None,
+             help="COCO retrieval JSON (default: <ann_path>/coco_val.json)")
     add_flag(data, "--coco_image_root", default=None,
              help="COCO images (default: <data_path>/mscoco_val/mscoco_val2014_subset_5k)")
     add_flag(data, "--dataset_type", default="json", choices=["json", "webdataset", "auto"],
@@ -51,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                   ".tar extension)")
     add_flag(data, "--train-data", default=None, help="webdataset shard pattern (brace expansion, '::' lists)")
     add_flag(data, "--train-num-samples", type=int, default=None, help="webdataset samples per epoch")
-    add_flag(data, "--data_size", type=int, default=None,
-             help="upper bound of webdataset sample keys, sizes the per-sample loss state "
-                  "(default: scan the shards once for max key + 1)")
+    add_flag(data, "--data_size", "--state_size", type=int, default=None,
+             help="slots of the per-sample loss state: an upper bound of the webdataset sample keys (default: scan "
+                  "the shards once for max key + 1), or at least the number of JSON training pairs (default)")
     add_flag(data, "--dataset_resampled", action="store_true",
              help="webdataset: draw shards with replacement (per rank and worker) instead of shuffling and splitting")
     add_flag(data, "--workers", type=int, default=4, help="training DataLoader workers")

@@ -35,6 +35,11 @@ def test_seed_000_train_and_eval_commands_parse_with_their_meaning():
     assert evaluate.evaluate and evaluate.checkpoint == "../checkpoint_30.pth"
 
 
+def test_spec_spellings_of_the_retrieval_file_and_the_state_size():
+    args, _ = parse("--coco_file /x/coco_test.json --state_size 12")
+    assert args.val_coco_file == "/x/coco_test.json" and args.data_size == 12
+
+
 def test_cifar_zero_shot_defaults_to_torchvision_root_under_data_path():
     args, _ = parse("--data_path /data --zs_dataset cifar100 --zs_norm legacy")
     assert args.zs_dataset == "cifar100" and args.zs_datafolder == "/data" and args.zs_norm == "legacy"
