@@ -74,7 +74,7 @@ def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
             print(f"{missing}: skipping zero-shot evaluation")
         else:
             transform = build_zeroshot_transform(args.image_res, args.zs_norm, args.zs_dataset)
-            zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform)
+            zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform, args.legacy_classnames)
     return EvalSuite(tokenizer, device, retrieval_set, zeroshot, batch_size=args.batch_size_test,
                      zs_batch_size=args.zs_batch_size, workers=args.val_workers)
 

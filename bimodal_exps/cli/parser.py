@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "cifar-100-python (default: <data_path>/imagenet/val, or <data_path> for CIFAR)")
     add_flag(evaluation, "--zs_norm", default="clip", choices=["clip", "legacy"],
              help="zero-shot normalisation: training constants, or the references' per-dataset constants")
+    add_flag(evaluation, "--legacy_classnames", action="store_true",
+             help="ImageNet names as in the CRS/HYB references (class 267 misspelt 'Standard Poodale'), to "
+                  "reproduce their numbers exactly")
 
     compat = parser.add_argument_group("accepted for compatibility with the reference repositories (no effect)")
     for name, (kind, default) in COMPATIBILITY_FLAGS.items():

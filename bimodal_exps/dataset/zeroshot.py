@@ -23,6 +23,7 @@ ZEROSHOT_DATASETS = ("imagenet", *CIFAR_DATASETS)
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "templates.txt"
 IMAGENET_NUM_CLASSES = 1000
+LEGACY_POODLE_INDEX = 267
 
 
 def _class_folders(root: str | Path) -> list[str]:
@@ -51,7 +52,16 @@ class ZeroShotDataset(ImageFolder):
             raise DataError(f"{root}: {err}") from None
 
 
-def load_zeroshot_classes(root: str | Path) -> tuple[list[str], list[str]]:
+def imagenet_classnames(legacy: bool = False) -> list[str]:
+    """open_clip's 1,000 ImageNet names; `legacy` restores the CRS/HYB misspelling "Standard Poodale" (267)."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # lazy: open_clip imports slowly
+    names = list(IMAGENET_CLASSNAMES)
+    if legacy:
+        names[LEGACY_POODLE_INDEX] = "Standard Poodale"
+    return names
+
+
+def load_zeroshot_classes(root: str | Path, legacy_classnames: bool = False) -> tuple[list[str], list[str]]:
     """Return (class names in sorted-folder order, prompt templates containing `{}`)."""
     root = Path(root)
     folders = _class_folders(root)
@@ -65,8 +75,7 @@ def load_zeroshot_classes(root: str | Path) -> tuple[list[str], list[str]]:
         if len(folders) != IMAGENET_NUM_CLASSES:
             raise DataError(f"{root} has {len(folders)} class folders but no {CLASSNAMES_FILE}; "
                             f"the built-in ImageNet names need {IMAGENET_NUM_CLASSES} folders")
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-        classnames = list(IMAGENET_CLASSNAMES)
+        classnames = imagenet_classnames(legacy_classnames)
     if templates_path.is_file():
         templates = _read_lines(templates_path)
         bad = [template for template in templates if "{}" not in template]
@@ -107,10 +116,11 @@ def missing_zeroshot_data(name: str, root: str | Path) -> str | None:
     return f"--zs_dataset {name}: {', '.join(absent)} not found" if absent else None
 
 
-def load_zeroshot_benchmark(name: str, root: str | Path, transform: Callable | None = None) -> ZeroShotBenchmark:
+def load_zeroshot_benchmark(name: str, root: str | Path, transform: Callable | None = None,
+                            legacy_classnames: bool = False) -> ZeroShotBenchmark:
     """The zero-shot set `name` ("imagenet" class folders or "cifar10"/"cifar100" test split) under `root`."""
     if name == "imagenet":
-        classnames, templates = load_zeroshot_classes(root)
+        classnames, templates = load_zeroshot_classes(root, legacy_classnames)
         return ZeroShotBenchmark(name, ZeroShotDataset(root, transform), classnames, templates)
     if name not in CIFAR_DATASETS:
         raise DataError(f"--zs_dataset {name!r}: choose one of {', '.join(ZEROSHOT_DATASETS)}")

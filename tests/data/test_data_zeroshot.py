@@ -61,6 +61,10 @@ def test_imagenet_defaults_with_1000_folders(tmp_path):
         (tmp_path / f"n{i:08d}").mkdir()
     classnames, templates = load_zeroshot_classes(tmp_path)
     assert len(classnames) == 1000 and classnames[0] == "tench" and len(templates) == 80
+    assert classnames[657] == classnames[744] == "missile" and classnames[836] == classnames[837] == "sunglasses"
+    assert classnames[267] == "Standard Poodle"
+    legacy, _ = load_zeroshot_classes(tmp_path, legacy_classnames=True)
+    assert legacy[267] == "Standard Poodale" and legacy[:267] == classnames[:267] and legacy[268:] == classnames[268:]
 
 
 def test_missing_or_empty_root(tmp_path):
