@@ -47,3 +47,12 @@ def test_losses_with_their_own_optimiser_resume_exactly(shapes, tmp_path, ita_ty
     for part in ("model", "loss"):
         for key, value in straight[part].items():
             assert torch.equal(resumed[part][key], value), f"{part}.{key}"
+
+
+def test_infosogclr_individual_tau_trains_and_checkpoints_per_sample_temperatures(shapes, tmp_path):
+    command = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --output_dir {tmp_path} "
+               f"--ita_type infosogclr --individual_tau --tau_init 0.02 {TINY}")
+    assert clip.main(shlex.split(command)) == 0
+    state = torch.load(tmp_path / "checkpoint_1.pth", weights_only=True)["loss"]
+    assert state["tau_img"].shape == state["tau_txt"].shape == (128,)
+    assert not torch.all(state["tau_img"] == 0.02) and torch.all((state["tau_img"] >= 0.005) & (state["tau_img"] <= 0.05))

@@ -63,9 +63,11 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     ignored = [n for n in (*COMPATIBILITY_FLAGS, *STORE_TRUE_COMPATIBILITY_FLAGS, "cooldown_epochs") if n in explicit]
     if ignored:
         warnings.append("accepted for compatibility, no effect: " + ", ".join(f"--{n}" for n in ignored))
-    unused = sorted(n for n in LOSS_HPARAMS if n in explicit and n not in used_hparams(args.ita_type))
+    used = used_hparams(args.ita_type, individual_tau=args.individual_tau)
+    unused = sorted(n for n in LOSS_HPARAMS if n in explicit and n not in used)
     for name in unused:
-        warnings.append(f"--{name} is not used by --ita_type {args.ita_type}")
+        condition = " without --individual_tau" if name in used_hparams(args.ita_type) else ""
+        warnings.append(f"--{name} is not used by --ita_type {args.ita_type}{condition}")
     if args.zs_dataset == "":
         args.zs_dataset = "none"
     if args.store_tau:

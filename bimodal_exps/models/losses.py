@@ -70,6 +70,8 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
                                          "sogclr_v2_mine 5.0, hybrid 0.0); always active on unit-norm features"),
     "info_alpha": LossHParam(str, "0", "InfoSogCLR positive mass α in [0, 1), or 'batch' for α = 1/B "
                                        "(InfoNCE parity)"),
+    "individual_tau": LossHParam(bool, False, "InfoSogCLR: learn a τ per sample and modality with iSogCLR's rule "
+                                              "(--tau_init, --rho, --eta_init, --beta_u, --tau_min/--tau_max)"),
     "hybrid_parity": LossHParam(bool, False, "hybrid: reproduce the HYB reference (capped weights, 8192 state "
                                              "slots, epoch0, positive included, its C and Δ terms)"),
     "hybrid_std": LossHParam(str, "unbiased", "hybrid: std estimator of the adaptive temperature", HYBRID_STD),
@@ -98,7 +100,8 @@ _GCL = ("sogclr_gamma", "gamma_schedule", "gamma_decay_epochs", "state_init")
 _RHO = ("rho_init", "rho", "rho_I", "rho_T")
 _ISOG = (*_GCL, *_RHO, "gcl_normalizer", "tau_init", "eta_init", "eta_sched", "eta_min", "eta_exp_gamma",
          "eta_cosine", "eta_exp_parity", "beta_u", "tau_min", "tau_max")
-_MINE = ("temp", *_GCL, "cov_coeff", "std_coeff", "info_alpha")
+_INDIVIDUAL_TAU = (*_RHO, "tau_init", "eta_init", "beta_u", "tau_min", "tau_max")  # InfoSogCLR's optional τ_i
+_MINE = ("temp", *_GCL, "cov_coeff", "std_coeff", "info_alpha", "individual_tau", *_INDIVIDUAL_TAU)
 _COMMON = ("dist_mode",)  # read by every loss (all support both distributed modes)
 
 _OWN: dict[str, tuple[str, ...]] = {
@@ -123,10 +126,13 @@ _USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OW
 ITA_TYPES: tuple[str, ...] = tuple(_USED)
 
 
-def used_hparams(ita_type: str) -> frozenset[str]:
-    """The hyper-parameter flags that `ita_type` reads."""
+def used_hparams(ita_type: str, individual_tau: bool = True) -> frozenset[str]:
+    """The hyper-parameter flags that `ita_type` reads (with `individual_tau` off, InfoSogCLR reads no τ_i flag)."""
     _check_name(ita_type)
-    return frozenset(_USED[ita_type])
+    used = frozenset(_USED[ita_type])
+    if not individual_tau and "individual_tau" in used:
+        used -= frozenset(_INDIVIDUAL_TAU)
+    return used
 
 
 def _check_name(ita_type: str) -> None:

@@ -158,3 +158,44 @@ def test_hybrid_vicreg_terms(ref):
         return (c.square().sum() - c.diagonal().square().sum()) / x.shape[1]
     hinge = sum(torch.relu(0.5 - torch.sqrt(x.var(0) + 1e-4)).mean() for x in (e, z))  # target 1/√d
     torch.testing.assert_close(reg - plain, 0.3 * (cov_pen(e) + cov_pen(z)) + 2.0 * hinge, rtol=1e-10, atol=1e-12)
+
+
+def test_individual_tau_with_alpha_zero_is_isogclr_step_by_step(ref):
+    """§8.4 with α = 0 is iSogCLR (constant η): same gradients and per-sample ℓ, τ, m after every step."""
+    tau_flags = {"tau_init": 0.02, "rho_I": 5.0, "rho_T": 4.0, "eta_init": 0.01, "beta_u": 0.8}
+    mine = build_loss("sogclr_mine", 8, individual_tau=True, sogclr_gamma=0.7, **tau_flags, **NO_REG).double()
+    isog = build_loss("isogclr", 8, sogclr_gamma=0.7, **tau_flags).double()
+    for step, ids in enumerate(([0, 5, 2, 7, 1], [5, 3, 0, 6, 4], [1, 2, 5, 7, 0])):
+        e, z = ref.unit(5, 4, seed=10 + step)
+        a, b = mine(e, z, torch.tensor(ids)), isog(e, z, torch.tensor(ids))
+        for got, want in zip(ref.grads(a.loss, e, z), ref.grads(b.loss, e, z)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+        for name in ("log_u_img", "log_u_txt", "tau_img", "tau_txt", "m_img", "m_txt"):
+            torch.testing.assert_close(getattr(mine, name), getattr(isog, name), rtol=1e-12, atol=1e-14, msg=name)
+    assert not torch.equal(mine.tau_img, torch.full_like(mine.tau_img, 0.02))  # τ moved
+
+
+def test_individual_tau_step_follows_the_alpha_objective_derivative(ref):
+    """First visit (ℓ = log g_α, m = 0): τ_new = τ − η·β_u·clip(G) with G = d/dτ[τ·log g_α(τ) + ρτ]."""
+    alpha, tau0, rho, eta, beta_u, eps = 0.3, 0.03, 0.2, 1e-3, 0.9, 1e-7
+    loss = build_loss("infosogclr", 6, individual_tau=True, info_alpha=str(alpha), tau_init=tau0, rho=rho,
+                      eta_init=eta, beta_u=beta_u, **NO_REG).double()
+    e, z = ref.unit(6, 5, seed=21)
+    out = loss(e, z, torch.arange(6))
+    for side in ("img", "txt"):
+        h = ref.diff(e, z)[side].detach()
+
+        def f(t, h=h):
+            return t * ref.log_g(h, t, alpha) + rho * t
+        g = ((f(tau0 + eps) - f(tau0 - eps)) / (2 * eps)).clamp(-5.0, 5.0)
+        torch.testing.assert_close(getattr(loss, f"m_{side}"), beta_u * g, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(getattr(loss, f"tau_{side}"), tau0 - eta * beta_u * g, rtol=1e-6, atol=1e-9)
+        assert out.stats[f"tau_{side}"].item() == pytest.approx(tau0)  # this step used the old τ
+
+
+def test_individual_tau_flags_warn_only_without_the_switch():
+    from cli.options import parse_args
+    _, notes = parse_args(["--ita_type", "sogclr_mine", "--rho_init", "6.0"])
+    assert "--rho_init is not used by --ita_type sogclr_mine without --individual_tau" in notes
+    _, notes = parse_args(["--ita_type", "sogclr_mine", "--rho_init", "6.0", "--individual_tau"])
+    assert not any("rho_init" in note for note in notes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from .base import Batch, GCLLoss, LossOutput
 from .estimator import NORMALIZERS, Normaliser
@@ -14,9 +15,18 @@ G_CLIP = 5.0
 SIDES = ("img", "txt")
 
 
-def _check_tau_range(tau_min: float, tau_max: float) -> None:
+def check_tau_range(tau_init: float, tau_min: float, tau_max: float) -> None:
     if not 0.0 < tau_min < tau_max:
         raise ValueError(f"need 0 < tau_min < tau_max, got tau_min={tau_min}, tau_max={tau_max}")
+    if not tau_min <= tau_init <= tau_max:
+        raise ValueError(f"tau_init={tau_init} outside [tau_min, tau_max] = [{tau_min}, {tau_max}]")
+
+
+def individual_tau_step(tau: Tensor, m: Tensor, grad: Tensor, beta_u: float, eta: float, tau_min: float,
+                        tau_max: float) -> tuple[Tensor, Tensor]:
+    """iSogCLR's per-sample rule (§4.2 steps 6-7): m ← (1−β_u)·m + β_u·clip(G, ±5), τ ← clip(τ − η·m)."""
+    m = (1.0 - beta_u) * m + beta_u * grad.clamp(-G_CLIP, G_CLIP)
+    return (tau - eta * m).clamp(tau_min, tau_max), m
 
 
 class ISogCLRLoss(GCLLoss):
@@ -34,9 +44,7 @@ class ISogCLRLoss(GCLLoss):
                  eta_sched: str = "const", eta_min: float = 1e-4, eta_exp_gamma: float = 0.8,
                  eta_cosine: str = "quarter", eta_exp_parity: bool = False, beta_u: float = 0.9,
                  tau_min: float = 0.005, tau_max: float = 0.05, dist_mode: str = "autograd") -> None:
-        _check_tau_range(tau_min, tau_max)
-        if not tau_min <= tau_init <= tau_max:
-            raise ValueError(f"tau_init={tau_init} outside [tau_min, tau_max] = [{tau_min}, {tau_max}]")
+        check_tau_range(tau_init, tau_min, tau_max)
         fields = {f"{k}_{s}": v for k, v in (("log_u", -math.inf), ("tau", tau_init), ("m", 0.0)) for s in SIDES}
         super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
                          dist_mode=dist_mode)
@@ -65,10 +73,9 @@ class ISogCLRLoss(GCLLoss):
             d = self.direction(h[s], batch, tau, f"log_u_{s}", norm, gamma)
             terms.append(d.row_term(s))
             grad = d.rgcl_grad(h[s], tau, self.rho[s])
-            m = (1.0 - self.beta_u) * self.read(f"m_{s}", batch.ids, h[s].dtype) \
-                + self.beta_u * grad.clamp(-G_CLIP, G_CLIP)
-            new.update({f"log_u_{s}": d.log_u, f"tau_{s}": (tau - eta * m).clamp(self.tau_min, self.tau_max),
-                        f"m_{s}": m})
+            tau_new, m = individual_tau_step(tau, self.read(f"m_{s}", batch.ids, h[s].dtype), grad, self.beta_u,
+                                             eta, self.tau_min, self.tau_max)
+            new.update({f"log_u_{s}": d.log_u, f"tau_{s}": tau_new, f"m_{s}": m})
             loss = loss + d.surrogate(h[s]).mean()
             objective = objective + (tau * (d.log_u + self.rho[s])).mean()
             stats.update({f"tau_{s}": tau.mean(), f"grad_tau_{s}": grad.mean()})
@@ -95,7 +102,7 @@ class TempNetLoss(GCLLoss):
                  state_init: str = "first_visit", tau_min: float = 0.005, tau_max: float = 0.05,
                  tempnet_design: str = "tnet", tempnet_protos: int = 256, tempnet_dropout: float = 0.5,
                  tempnet_proto_init: bool = True, dist_mode: str = "autograd") -> None:
-        _check_tau_range(tau_min, tau_max)
+        check_tau_range(tau_min, tau_min, tau_max)
         fields = {f"log_u_{s}": -math.inf for s in SIDES}
         super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
                          dist_mode=dist_mode)
