@@ -76,7 +76,7 @@ def webdataset_loader(pattern: str, num_samples: int, data_size: int, args: argp
                       tokenizer: BPETokenizer, workers: int):
     spec = WebDatasetSpec(pattern, num_samples, args.batch_size, data_size, workers=workers)
     parts = create_webdataset_loader(spec, build_train_transform(args.image_res), tokenizer)
-    parts.epoch.set_epoch(0)
+    parts.loader.set_epoch(0)
     return parts.loader
 
 

@@ -111,15 +111,15 @@ def train_transform(args):
 
 
 def build_train_loader(args, env, tokenizer, device: torch.device):
-    """(loader, epoch setter with `set_epoch`, per-sample state size, one-line description)."""
+    """(loader, sampler with `set_epoch` and `start_at_batch`, per-sample state size, one-line description)."""
     if args.dataset_type == "webdataset":
         from dataset.webdataset_loader import WebDatasetSpec, create_webdataset_loader  # imports webdataset
         spec = WebDatasetSpec(args.train_data, args.train_num_samples, args.batch_size_train, args.data_size,
                               seed=args.seed, rank=env.rank, world_size=env.world_size, workers=args.workers,
                               resampled=args.dataset_resampled, pin_memory=device.type == "cuda")
-        loader, epoch, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
+        loader, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
         size_from = "--data_size" if args.data_size else "the shards' max key + 1"
-        return loader, epoch, state_size, (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
+        return loader, loader, state_size, (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
                                            f"state size {state_size} ({size_from})")
     dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
                                max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)

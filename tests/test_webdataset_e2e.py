@@ -1,13 +1,18 @@
 """clip.py trains one epoch of a GCL loss from img2dataset shards: demo builder shards plus a `::`-joined
 shard holding a corrupt image, the state sized by scanning the keys, retrieval on the demo data."""
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
 import tarfile
 
 import torch
 
 import clip
+from engine.crashpoints import KILL_AT_STEP
 from dataset.demo.build import main as build_demo
 from dataset.demo.shards import Img2DatasetWriter
 
@@ -54,3 +59,29 @@ def test_one_epoch_of_sogclr_from_shards(tmp_path, capsys):
     written = set(good_keys).union(*(keys_in(shard) for shard in demo.glob("datasets/cc3m_wds/*.tar")))
     visited = set(torch.isfinite(loss_state["log_u_img"]).nonzero().flatten().tolist())
     assert len(written) == 64 and visited == written and corrupt_key not in visited
+
+
+def test_killed_mid_epoch_resumes_from_shards_to_the_same_weights(tmp_path, capsys):
+    """8 steps per epoch, a checkpoint every 3 steps: killed after step 12 (epoch 1, 4 steps in), resumed,
+    the run ends bit-identical to an uninterrupted one (workers 0, so augmentation draws match too)."""
+    demo = tmp_path / "demo"
+    assert build_demo(["--source", "shapes", "--out", str(demo), "--num_train", "64", "--num_val", "8",
+                       "--num_zeroshot_per_class", "1", "--image_size", "32", "--format", "webdataset",
+                       "--shard_size", "16"]) == 0
+    pattern = re.search(r"--train-data '([^']+)'", capsys.readouterr().out).group(1)
+    common = (f"--data_path {demo}/datasets --ann_path {demo}/clip_train --dataset_type webdataset "
+              f"--train-data '{pattern}' --train-num-samples 64 --ita_type sogclr --epochs 2 --batch_size_train 8 "
+              f"--lr_schedule step --warmup_steps 2 --save_every_steps 3 --keep_checkpoints 1 {TINY}")
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/reference")) == 0
+    killed = subprocess.run([sys.executable, clip.__file__, *shlex.split(f"{common} --output_dir {tmp_path}/run")],
+                            env={**os.environ, KILL_AT_STEP: "12"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    last = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)
+    assert (last["epoch"], last["mid_epoch"]["iteration"]) == (1, 4)
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/run --resume")) == 0
+    assert "restarts from its first batch" not in capsys.readouterr().out
+    a = torch.load(tmp_path / "reference" / "checkpoint_2.pth", weights_only=True)
+    b = torch.load(tmp_path / "run" / "checkpoint_2.pth", weights_only=True)
+    for part in ("model", "loss"):
+        different = [key for key in a[part] if not torch.equal(a[part][key], b[part][key])]
+        assert not different, f"{part}: {different[:5]}"

@@ -2,14 +2,18 @@
 
 Pipeline per process, built from webdataset's stages: shard list -> shard shuffle seeded by seed +
 epoch (identical on all ranks) -> split by rank -> split by DataLoader worker -> tar members grouped
-into samples -> sample shuffle -> decode to RGB PIL -> (image, caption, key, shard) -> train
-transform and id check -> full batches, captions tokenised per batch in the worker. With
+into samples -> sample shuffle -> decode to RGB PIL -> (image, caption, key, shard) -> id check ->
+full batches, each image transformed and the captions tokenised per batch in the worker. With
 `resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
 
 Epoch length (spec §2.6 step 3): num_batches = ⌈num_samples / (batch × world)⌉; each worker yields
 ⌈num_batches / workers⌉ batches (`with_epoch`, restarting its shards when they run out), so every rank
 runs the same number of full, equal-size batches. Corrupt or incomplete samples are skipped and
 counted; the count is printed once per epoch.
+
+Mid-epoch resume at batch k (of this rank): the DataLoader takes batch j from worker j mod W, so every
+worker drops the decoded samples of its first ⌊k / W⌋ batches (no augmentation, no collation) and the
+loader discards the first k mod W batches it then yields; the rest of the epoch is the interrupted one's.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from dataset.collate import Tokenizer, TokenizingCollate
 from dataset.errors import DataError
 from dataset.webdataset_shards import expand_shards, scan_state_size
 from dataset.webdataset_stages import (IMAGE_EXTENSIONS, EpochShuffle, ResampleSeed, SharedEpoch, SkipCounter,
-                                       TrainItem, closing_streams, decode_rgb, split_by_rank)
+                                       KeyToId, SkipFirst, TransformingCollate, closing_streams, decode_rgb,
+                                       split_by_rank)
 
 SHARD_SHUFFLE = (2000, 500)     # (buffer, initial) as in the references
 SAMPLE_SHUFFLE = (5000, 1000)
@@ -64,32 +69,75 @@ def epoch_length(num_samples: int, batch_size: int, world_size: int, workers: in
 
 
 class WebDatasetLoader:
-    """The DataLoader with an exact `len`, one skip-report line per epoch and a batch-count check."""
+    """The DataLoader with an exact `len`, one skip-report line per epoch and a batch-count check; also the
+    training loop's sampler (`set_epoch`, and `start_at_batch` for a mid-epoch resume)."""
 
     def __init__(self, loader: DataLoader, num_batches: int, skipped: SkipCounter, epoch: SharedEpoch,
-                 rank: int) -> None:
+                 rank: int, workers: int) -> None:
         self.loader, self.num_batches, self.skipped, self.epoch, self.rank = loader, num_batches, skipped, epoch, rank
+        self.workers = max(workers, 1)
+        self.start_batch = 0
+
+    @property
+    def order_key(self) -> str:
+        """What besides world size and batch size fixes the batch order: a resume needs the same."""
+        return f"webdataset, {self.workers} reader(s) per rank"
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.set_epoch(epoch)
+        self.start_batch = 0
+
+    def start_at_batch(self, batch: int) -> None:
+        """Skip the first `batch` batches of the current epoch (call after `set_epoch`)."""
+        if not 0 <= batch < self.num_batches:
+            raise ValueError(f"cannot start at batch {batch}: this rank has {self.num_batches} batches per epoch")
+        self.start_batch = batch
+        self.epoch.skip_batches_per_worker(batch // self.workers)
 
     def __len__(self) -> int:
-        return self.num_batches
+        return self.num_batches - self.start_batch
 
     def __iter__(self) -> Iterator[Batch]:
         self.skipped.reset()
+        # create the DataLoader iterator now, as iter() of a plain DataLoader does: it draws its base seed from
+        # the torch RNG, which a mid-epoch resume restores right after iter(loader)
+        return self._epoch(iter(self.loader), len(self), self.start_batch % self.workers)
+
+    def _epoch(self, batches: Iterator[Batch], expected: int, discard: int) -> Iterator[Batch]:
         produced = 0
-        for batch in self.loader:
+        for index, batch in enumerate(batches):
+            if index < discard:
+                continue
             produced += 1
             yield batch
         if self.rank == 0 or self.skipped.value:
             print(f"webdataset epoch {self.epoch.get()}, rank {self.rank}: skipped {self.skipped.value} "
                   "corrupt or incomplete sample(s)", flush=True)
-        if produced != self.num_batches:
-            raise DataError(f"rank {self.rank} got {produced} of {self.num_batches} batches this epoch: a worker's "
+        if produced != expected:
+            raise DataError(f"rank {self.rank} got {produced} of {expected} batches this epoch: a worker's "
                             "shards hold too few usable samples for one batch; use fewer --workers or more shards")
+
+
+class EpochPipeline(wds.DataPipeline):
+    """webdataset's pipeline cut to `batches_per_worker` batches per epoch (`with_epoch`), less the batches
+    this worker skips when a resumed epoch starts inside (its `SkipFirst` stage drops their samples)."""
+
+    def __init__(self, *stages: Any, batches_per_worker: int, batch_size: int, epoch: SharedEpoch,
+                 skip: SkipFirst) -> None:
+        super().__init__(*stages)
+        self.with_epoch(nbatches=batches_per_worker)
+        self.batches_per_worker, self.batch_size, self.epoch, self.skip = batches_per_worker, batch_size, epoch, skip
+
+    def __iter__(self) -> Iterator[Any]:
+        skipped = self.epoch.skipped_batches_per_worker()
+        self.skip.remaining = skipped * self.batch_size
+        self.nsamples = self.batches_per_worker - skipped  # >= 1: a resume point lies inside the epoch
+        return super().__iter__()
 
 
 def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transform: Callable[[Any], torch.Tensor],
                    tokenizer: Tokenizer, epoch: SharedEpoch, skipped: SkipCounter,
-                   batches_per_worker: int) -> wds.DataPipeline:
+                   batches_per_worker: int) -> EpochPipeline:
     """The per-process webdataset pipeline, cut to `batches_per_worker` batches per epoch and worker."""
     if spec.resampled:
         shards = [wds.ResampledShards(urls, seed=spec.seed, worker_seed=ResampleSeed(spec.rank, epoch),
@@ -99,7 +147,8 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
                   EpochShuffle(*SHARD_SHUFFLE, seed=spec.seed, epoch=epoch),
                   partial(split_by_rank, rank=spec.rank, world_size=spec.world_size),
                   wds.split_by_worker]
-    pipeline = wds.DataPipeline(
+    skip = SkipFirst()
+    return EpochPipeline(
         *shards,
         # wds.tarfile_to_samples, with each shard closed once read
         partial(url_opener, handler=skipped),
@@ -109,15 +158,16 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
         EpochShuffle(*SAMPLE_SHUFFLE, seed=spec.seed, epoch=epoch, rank=spec.rank),
         wds.decode(decode_rgb, handler=skipped),
         wds.to_tuple(";".join(IMAGE_EXTENSIONS), "txt", "__key__", "__url__", handler=skipped),
-        wds.map(TrainItem(transform, data_size)),
-        wds.batched(spec.batch_size, collation_fn=TokenizingCollate(tokenizer), partial=False),
+        skip,
+        wds.map(KeyToId(data_size)),
+        wds.batched(spec.batch_size, collation_fn=TransformingCollate(transform, TokenizingCollate(tokenizer)),
+                    partial=False),
+        batches_per_worker=batches_per_worker, batch_size=spec.batch_size, epoch=epoch, skip=skip,
     )
-    return pipeline.with_epoch(nbatches=batches_per_worker)
 
 
 class WebDatasetParts(NamedTuple):
-    loader: WebDatasetLoader
-    epoch: SharedEpoch           # call set_epoch(epoch) before every epoch
+    loader: WebDatasetLoader     # call loader.set_epoch(epoch) before every epoch
     state_size: int              # length of the per-sample loss state (ids are < state_size)
 
 
@@ -135,4 +185,5 @@ def create_webdataset_loader(spec: WebDatasetSpec, transform: Callable[[Any], to
     pipeline = build_pipeline(spec, urls, state_size, transform, tokenizer, epoch, skipped, length.per_worker)
     loader = DataLoader(pipeline, batch_size=None, shuffle=False, num_workers=spec.workers,
                         persistent_workers=spec.workers > 0, pin_memory=spec.pin_memory)
-    return WebDatasetParts(WebDatasetLoader(loader, length.per_rank, skipped, epoch, spec.rank), epoch, state_size)
+    return WebDatasetParts(WebDatasetLoader(loader, length.per_rank, skipped, epoch, spec.rank, spec.workers),
+                           state_size)

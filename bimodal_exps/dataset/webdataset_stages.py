@@ -38,16 +38,40 @@ def _worker_id() -> int:
 
 
 class SharedEpoch:
-    """The epoch number, shared with DataLoader workers; `set_epoch` is what the training loop calls."""
+    """The epoch number, shared with DataLoader workers; `set_epoch` is what the training loop calls. Also the
+    number of batches every worker skips at the start of a resumed epoch (0 otherwise; `set_epoch` resets it)."""
 
     def __init__(self, epoch: int = 0) -> None:
         self._value = multiprocessing.Value("i", epoch)
+        self._skip = multiprocessing.Value("q", 0)
 
     def set_epoch(self, epoch: int) -> None:
         self._value.value = epoch
+        self._skip.value = 0
 
     def get(self) -> int:
         return self._value.value
+
+    def skip_batches_per_worker(self, batches: int) -> None:
+        self._skip.value = batches
+
+    def skipped_batches_per_worker(self) -> int:
+        return self._skip.value
+
+
+class SkipFirst:
+    """Drop the first `count` items that reach this stage in the current epoch of this worker (the decoded
+    samples of the batches a resumed epoch already trained on); repeats within the epoch drop nothing."""
+
+    def __init__(self) -> None:
+        self.remaining = 0
+
+    def __call__(self, src: Iterable[Any]) -> Iterator[Any]:
+        for item in src:
+            if self.remaining > 0:
+                self.remaining -= 1
+                continue
+            yield item
 
 
 class SkipCounter:
@@ -150,13 +174,25 @@ class ResampleSeed:
         return make_seed(self.rank, _worker_id(), self.epoch.get())
 
 
-class TrainItem:
-    """(image, caption, key, shard) -> (image tensor, caption, id, id), the id being the integer key."""
+class KeyToId:
+    """(image, caption, key, shard) -> (image, caption, id, id), the id being the integer key (checked)."""
 
-    def __init__(self, transform: Callable[[Any], torch.Tensor], data_size: int) -> None:
-        self.transform, self.data_size = transform, data_size
+    def __init__(self, data_size: int) -> None:
+        self.data_size = data_size
 
-    def __call__(self, sample: tuple[Any, str, str, str]) -> tuple[torch.Tensor, str, int, int]:
+    def __call__(self, sample: tuple[Any, str, str, str]) -> tuple[Any, str, int, int]:
         image, caption, key, shard = sample
         index = sample_id(key, shard, self.data_size)
-        return self.transform(image), caption, index, index
+        return image, caption, index, index
+
+
+class TransformingCollate:
+    """Apply the training transform to a batch's images, then collate. Transforming here rather than per
+    sample matters for exact resume: wds.batched reads the next batch's first sample before it yields a
+    batch, so a per-sample transform would draw that sample's augmentation from the RNG one batch early."""
+
+    def __init__(self, transform: Callable[[Any], torch.Tensor], collate: Callable[[list[Any]], Any]) -> None:
+        self.transform, self.collate = transform, collate
+
+    def __call__(self, batch: list[tuple[Any, str, int, int]]) -> Any:
+        return self.collate([(self.transform(image), *rest) for image, *rest in batch])

@@ -115,18 +115,25 @@ def resume(run: Run, path: str) -> None:
           + (f" and {run.start.iteration} step(s) of epoch {run.start_epoch}" if run.start.iteration else "") + " done")
 
 
+def _order_key(sampler: Any) -> str:
+    """What else fixes the sampler's batch order (webdataset: readers per rank); "" for a plain sampler."""
+    return getattr(sampler, "order_key", "")
+
+
 def _resume_point(run: Run, mid_epoch: dict[str, Any] | None, path: str) -> EpochStart:
     """Where the resumed epoch begins: after the checkpoint's steps when this run can continue exactly there
     (same batches per epoch, world size and batch size, a sampler that can skip), else at its first batch."""
     if mid_epoch is None:
         return EpochStart()
     rank, world_size = world()
-    saved = (mid_epoch["steps_per_epoch"], mid_epoch["world_size"], mid_epoch["batch_size"])
-    here = (run.steps_per_epoch, world_size, run.args.get("batch_size_train"))
+    saved = (mid_epoch["steps_per_epoch"], mid_epoch["world_size"], mid_epoch["batch_size"],
+             mid_epoch.get("order_key", ""))
+    here = (run.steps_per_epoch, world_size, run.args.get("batch_size_train"), _order_key(run.sampler))
     if not isinstance(run.sampler, MidEpochSampler):
         reason = "the training loader cannot start inside an epoch"
     elif saved != here:
-        reason = f"it was written with (steps per epoch, world size, batch size) = {saved}, this run has {here}"
+        reason = (f"it was written with (steps per epoch, world size, batch size, loader) = {saved}, this run has "
+                  f"{here}")
     else:
         return EpochStart(int(mid_epoch["iteration"]), mid_epoch["rng"][rank])
     print(f"note: {path} was written after step {mid_epoch['iteration']} of epoch {run.start_epoch}, but {reason}: "
@@ -167,7 +174,8 @@ def save_position(run: Run, epoch: int, iteration: int) -> Path:
     if world()[0] == 0:
         payload = checkpoint_payload(run, epoch, iteration)
         payload["mid_epoch"] = {"iteration": iteration, "steps_per_epoch": run.steps_per_epoch,
-                                "world_size": len(rng), "batch_size": run.args.get("batch_size_train"), "rng": rng}
+                                "world_size": len(rng), "batch_size": run.args.get("batch_size_train"), "rng": rng,
+                                "order_key": _order_key(run.sampler)}
         save_atomic(payload, last)
     barrier()
     return last

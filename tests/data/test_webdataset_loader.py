@@ -26,7 +26,7 @@ def make(shards, **overrides):
 
 
 def epoch_ids(parts, epoch: int) -> list[int]:
-    parts.epoch.set_epoch(epoch)
+    parts.loader.set_epoch(epoch)
     ids = []
     for images, tokens, image_ids, pair_ids in parts.loader:
         assert images.shape == (BATCH, 3, IMAGE_RES, IMAGE_RES) and tokens["input_ids"].shape == (BATCH, 1)
@@ -46,7 +46,7 @@ def test_ids_are_the_keys_and_the_corrupt_sample_is_skipped_and_counted(shards, 
 
 def test_captions_travel_with_their_keys(shards):
     parts = make(shards)
-    parts.epoch.set_epoch(0)
+    parts.loader.set_epoch(0)
     _, tokens, _, ids = next(iter(parts.loader))
     expected = [len(shards.keys[key]) for key in ids.tolist()]
     assert tokens["input_ids"][:, 0].tolist() == expected
@@ -112,3 +112,17 @@ def test_images_decode_to_rgb_under_the_pixel_limit(monkeypatch):
 def test_too_few_shards_for_the_readers_is_an_error(shards):
     with pytest.raises(DataError, match="4 shard.*8 readers"):
         make(shards, workers=2, world_size=4)
+
+
+@pytest.mark.parametrize("workers, start", [(0, 3), (2, 4), (2, 5)])
+def test_an_epoch_resumed_at_batch_k_yields_the_rest_of_the_same_epoch(shards, workers, start):
+    full = epoch_ids(make(shards, workers=workers), 1)
+    parts = make(shards, workers=workers)
+    parts.loader.set_epoch(1)
+    parts.loader.start_at_batch(start)
+    assert len(parts.loader) == 8 - start
+    rest = [i for _, _, _, ids in parts.loader for i in ids.tolist()]
+    assert rest == full[start * BATCH:]
+    assert epoch_ids(parts, 2) == epoch_ids(make(shards, workers=workers), 2)  # the next epoch is whole again
+    with pytest.raises(ValueError, match="cannot start at batch 8"):
+        parts.loader.start_at_batch(8)
