@@ -30,11 +30,23 @@ UNSUPPORTED_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """clip.py's parser: every flag of the references plus the project's, in --help groups."""
     parser = argparse.ArgumentParser(
         prog="clip.py", description="Train and evaluate CLIP-style two-tower models with global contrastive losses.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flag(parser, "--config", default=None, help="YAML file whose keys set flag defaults (flags still override)")
+    _add_data_flags(parser)
+    _add_model_flags(parser)
+    _add_loss_flags(parser)
+    _add_optim_flags(parser)
+    _add_run_flags(parser)
+    _add_evaluation_flags(parser)
+    _add_compatibility_flags(parser)
+    return parser
 
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """Training data, annotation paths and loaders."""
     data = parser.add_argument_group("data and paths")
     add_flag(data, "--data_path", default="./datasets", help="root of the image folders")
     add_flag(data, "--ann_path", default="./clip_train", help="folder of the annotation JSON files")
@@ -66,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool_flag(data, "--strict_data", default=False,
                   help="fail on a training entry with a missing/empty image instead of skipping and counting it")
 
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Towers, pretrained weights and tokenisation."""
     model = parser.add_argument_group("model")
     add_flag(model, "--image_encoder", default="resnet50", help="timm model name; 'ViT' = ViT-B/32")
     add_flag(model, "--text_encoder", default="distilbert-base-uncased",
@@ -89,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(model, "--text_max_len", type=int, default=None,
              help="tokens per caption incl. special tokens; default 30 for HF towers, --context_length for Transformer")
 
+
+def _add_loss_flags(parser: argparse.ArgumentParser) -> None:
+    """--ita_type and every loss hyper-parameter (generated from LOSS_HPARAMS)."""
     loss = parser.add_argument_group("loss (math in losses spec)")
     add_flag(loss, "--ita_type", default="clip", choices=ITA_TYPES, help="image-text alignment loss")
     for name, spec in LOSS_HPARAMS.items():
@@ -100,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = spec.choices
         add_flag(loss, "--" + name, type=spec.type, **kwargs)
 
+
+def _add_optim_flags(parser: argparse.ArgumentParser) -> None:
+    """Optimiser, learning-rate schedule, batch sizes and precision."""
     optim = parser.add_argument_group("optimisation")
     add_flag(optim, "--opt", default="adamW", help="timm optimizer name (adamw, sgd, lamb, lars, ...)")
     add_flag(optim, "--lr", type=float, default=2e-4, help="peak learning rate")
@@ -125,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(optim, "--use_amp", action="store_true", help="mixed precision on CUDA (fp32 on CPU)")
     add_flag(optim, "--amp_dtype", default="fp16", choices=["fp16", "bf16"], help="autocast dtype with --use_amp")
 
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Distributed set-up, device, outputs, checkpoints and logging."""
     run = parser.add_argument_group("distributed, device, outputs")
     add_bool_flag(run, "--distributed", default=None,
                   help="use torch.distributed (default: on when launched with world size > 1)")
@@ -153,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(run, "--log_every", type=int, default=50, help="progress-bar refresh interval (iterations)")
     add_bool_flag(run, "--progress", default=True, help="show a tqdm progress bar")
 
+
+def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    """Retrieval and zero-shot evaluation."""
     evaluation = parser.add_argument_group("evaluation")
     add_flag(evaluation, "--evaluate", action="store_true", help="evaluate --checkpoint and exit")
     add_flag(evaluation, "--eval_freq", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
@@ -167,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
              help="ImageNet names as in the CRS/HYB references (class 267 misspelt 'Standard Poodale'), to "
                   "reproduce their numbers exactly")
 
+
+def _add_compatibility_flags(parser: argparse.ArgumentParser) -> None:
+    """Reference flags accepted so old commands run (hidden from --help)."""
     compat = parser.add_argument_group("accepted for compatibility with the reference repositories (no effect)")
     for name, (kind, default) in COMPATIBILITY_FLAGS.items():
         add_flag(compat, "--" + name, type=kind, default=default, help=argparse.SUPPRESS)
@@ -175,4 +205,3 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(compat, "--store_tau", action="store_true", help=argparse.SUPPRESS)
     for name in UNSUPPORTED_FLAGS:
         add_flag(compat, "--" + name, action="store_true", help=argparse.SUPPRESS)
-    return parser
