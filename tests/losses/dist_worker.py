@@ -32,6 +32,7 @@ CASES = [
     ("isogclr_tempnet", {**SMALL, "tempnet_design": "dtn", "rho": 2.0}),
     ("sogclr_mine", {"temp": 0.1, "info_alpha": "batch"}),
     ("infosogclr", {"temp": 0.1, "info_alpha": "0.2"}),
+    ("infosogclr", {"info_alpha": "0.2", "individual_tau": True, "tau_init": 0.05, "rho": 1.0, "tau_max": 1.0}),
     ("sogclr_v2_mine", {"temp": 0.1}),
     ("hybrid", {"tau_init": 0.05, "cov_coeff": 0.5, "std_coeff": 1.0}),
     ("hybrid", {"tau_init": 0.05, "hybrid_parity": True}),
