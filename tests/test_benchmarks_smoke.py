@@ -90,3 +90,14 @@ def test_loss_comparison_writes_report_and_plots(tmp_path, shapes):
     assert "old" not in text and text.endswith("<!-- loss-comparison:end -->\ntail\n") and "| clip | 16 |" in text
     again = run_benchmark("loss_comparison.py", *args)  # incremental: the finished run is skipped
     assert "training clip" not in again and "1/1 runs finished" in again
+
+
+def test_loader_throughput_times_both_loaders(tmp_path):
+    out = tmp_path / "loader.json"
+    printed = run_benchmark("loader_throughput.py", "--demo_dir", str(tmp_path / "demo"), "--num_train", "64",
+                            "--image_size", "32", "--image_res", "16", "--shard_size", "16", "--batch_size", "8",
+                            "--context_length", "16", "--workers", "0", "--repeats", "1", "--out", str(out))
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["loader"], r["workers"]) for r in rows] == [("json + folder", 0), ("webdataset", 0)]
+    assert all(r["steady_samples_per_s"] > 0 and r["first_batch_s"] >= 0 for r in rows)
+    assert len(markdown_table(printed)) == 4
