@@ -167,10 +167,11 @@ def effect_summary(effects: list[dict], rows: list[dict]) -> str:
     if any(math.isnan(se) for _, se in relative.values()):
         return opening + "Telling these apart from seed noise needs at least two seeds per cell."
     noise = statistics.fmean(r[f"{key}_std"] for r in rows)
-    return (opening + f"By more than two standard errors, {len(better)} of {len(others)} lose less than clip when "
-            f"the batch shrinks ({', '.join(better) or 'none'}) and {len(worse)} of {len(others)} lose more "
-            f"({', '.join(worse) or 'none'}); the rest are within noise. For scale: the seed-to-seed standard "
-            f"deviation of a cell's mean R@1 is {noise:.2f} points on average.")
+    return (opening + f"Δ − clip's Δ is how much a loss's margin over clip grows when the batch shrinks: by more "
+            f"than two standard errors it grows for {len(better)} of {len(others)} ({', '.join(better) or 'none'}) "
+            f"and shrinks for {len(worse)} of {len(others)} ({', '.join(worse) or 'none'}); the rest are within "
+            f"noise. For scale: the seed-to-seed standard deviation of a cell's mean R@1 is {noise:.2f} points on "
+            f"average.")
 
 
 def _losses_in(results: list[RunResult], loss_order: list[str]) -> list[str]:
@@ -183,6 +184,12 @@ def _style(ita_type: str, index: int) -> dict:
     if ita_type == "clip":
         return {"color": "black", "linestyle": "--", "linewidth": 2.2}
     return {"color": plt.get_cmap("tab10")(index % 10), "linewidth": 1.4}
+
+
+def _legend_outside(fig: plt.Figure, ax: plt.Axes) -> None:
+    """One legend for the figure, right of the plots, so that it hides no data."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
 def plot_vs_epoch(results: list[RunResult], loss_order: list[str], path: Path) -> None:
@@ -207,10 +214,10 @@ def plot_vs_epoch(results: list[RunResult], loss_order: list[str], path: Path) -
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"{METRICS[key]} (%)")
             ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    _legend_outside(fig, axes[0][-1])
     fig.suptitle("Evaluation after each epoch (mean over seeds, band = ±1 std)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -228,10 +235,10 @@ def plot_vs_batch(rows: list[dict], loss_order: list[str], path: Path) -> None:
         ax.set_xlabel("batch size")
         ax.set_ylabel(f"final {METRICS[key]} (%)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    _legend_outside(fig, axes[0][-1])
     fig.suptitle("Final metric against batch size (mean over seeds, bars = ±1 std)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -290,8 +297,8 @@ def results_markdown(rows: list[dict], effects: list[dict], grid: dict, loss_ord
         "## Final metrics (%, mean ± std over seeds)", "", results_table(rows, loss_order), "",
         "## Small-batch effect", "",
         "Δ = metric at the smallest batch − metric at the largest batch (points) ± its standard error over "
-        "seeds; in brackets, Δ − clip's Δ ± its standard error (positive: the loss loses less than clip, or "
-        "gains more, when the batch shrinks).", "",
+        "seeds; in brackets, Δ − clip's Δ ± its standard error (positive: the loss's margin over clip is larger "
+        "at the small batch than at the large one).", "",
         effect_table(effects, loss_order), "", effect_summary(effects, rows), "", notes, "",
         "## Plots", "", f"![final metric against batch size]({plot_link}/{BATCH_PLOT})", "",
         f"![metric against epoch]({plot_link}/{EPOCH_PLOT})", "",

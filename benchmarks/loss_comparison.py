@@ -3,6 +3,8 @@
 Usage (from the repository root):
     python benchmarks/loss_comparison.py                     # full grid: 11 losses x B in {32, 128} x seeds 0-2
                                                              # (66 runs of 6 epochs: hours on a CPU)
+    python benchmarks/loss_comparison.py --epochs 4 --jobs 2 --readme README.md -- --image_res 32
+                                                             # the published grid (85 min on 2 cores)
     python benchmarks/loss_comparison.py --ita-types clip sogclr isogclr --epochs 2 --train-frac 0.25 \\
         --seeds 0 1 --jobs 2 --readme README.md               # a reduced grid; also refresh README's section
     python benchmarks/loss_comparison.py ... -- --image_encoder test_vit   # flags after `--` go to every run

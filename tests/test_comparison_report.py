@@ -32,8 +32,7 @@ def test_summary_separates_real_differences_from_noise():
               ("hybrid", 32): [9.0, 14.0, 4.0], ("hybrid", 128): [20.0, 20.2, 19.8]}    # Δ −11, but noisy
     rows = summarise(_grid(values))
     text = effect_summary(batch_effect(rows), rows)
-    assert "1 of 2 lose less than clip when the batch shrinks (sogclr)" in text
-    assert "0 of 2 lose more (none)" in text
+    assert "it grows for 1 of 2 (sogclr) and shrinks for 0 of 2 (none)" in text
 
 
 def test_one_seed_gives_no_significance_claim():
