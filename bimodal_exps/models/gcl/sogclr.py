@@ -48,7 +48,7 @@ class SogCLRLoss(GCLLoss):
         return h.new_full((h.shape[0],), self.temp)
 
     def tau_update(self, side: str, batch: Batch, d: Direction, h: Tensor, tau: Tensor) -> dict[str, Tensor]:
-        """New per-sample τ state of the anchors (none here) and the objective's extra ρ·τ term."""
+        """The anchors' per-sample τ state after this step, written with ℓ (none with a constant τ)."""
         return {}
 
     def _compute(self, batch: Batch) -> LossOutput:
