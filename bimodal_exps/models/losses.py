@@ -12,7 +12,7 @@ from typing import Any, Callable
 from models.gcl.base import DIST_MODES, ContrastiveLoss, GCLLoss, LossOutput
 from models.gcl.clip_loss import CLIPLoss
 from models.gcl.estimator import NORMALIZERS, STATE_INITS
-from models.gcl.fastclip import V3_TAU_GRADS, FastCLIPLoss
+from models.gcl.fastclip import LR_TAU_SCHEDULERS, V3_TAU_GRADS, FastCLIPLoss
 from models.gcl.hybrid import HYBRID_STD, HybridSogCLRLoss
 from models.gcl.isogclr import ISogCLRLoss, TempNetLoss
 from models.gcl.schedules import ETA_COSINE_KINDS, ETA_SCHEDULES, GAMMA_SCHEDULES
@@ -84,6 +84,9 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
     "lr_tau": LossHParam(float, None, "fastclip τ learning rate: v0 lr of θ = log(1/τ) on the main schedule "
                                       "(default --lr), v2 step of the per-sample rule (0.0133), v3 lr of θ's "
                                       "own Adam, /3 once τ ≤ 0.03 (2e-4)"),
+    "lr_tau_scheduler": LossHParam(str, None, "fastclip v0/v3 lr of θ = log(1/τ): cosine (the model's schedule; "
+                                              "v0 default), const, or step_thresh (÷3 once τ ≤ 0.03; v3 default)",
+                                   LR_TAU_SCHEDULERS),
     "tau_beta1": LossHParam(float, 0.9, "fastclip_v2: β1 of the per-sample τ rule (0 during epoch 0)"),
     "tau_beta2": LossHParam(float, 0.999, "fastclip_v2: β2 of the per-sample τ rule (0 during epoch 0)"),
     "tau_eps": LossHParam(float, 1e-8, "fastclip_v2: eps of the per-sample τ rule"),
@@ -116,10 +119,10 @@ _OWN: dict[str, tuple[str, ...]] = {
     "infosogclr": _MINE,
     "sogclr_v2_mine": _MINE,
     "hybrid": (*_GCL, "tau_init", "gcl_normalizer", "cov_coeff", "std_coeff", "hybrid_parity", "hybrid_std"),
-    "fastclip_v0": ("temp", *_GCL, "lr_tau"),
+    "fastclip_v0": ("temp", *_GCL, "lr_tau", "lr_tau_scheduler"),
     "fastclip_v1": ("temp", *_GCL),
     "fastclip_v2": (*_GCL, *_RHO, "tau_init", "tau_min", "tau_max", "lr_tau", "tau_beta1", "tau_beta2", "tau_eps"),
-    "fastclip_v3": ("temp", *_GCL, *_RHO, "lr_tau", "v3_tau_grad"),
+    "fastclip_v3": ("temp", *_GCL, *_RHO, "lr_tau", "lr_tau_scheduler", "v3_tau_grad"),
 }
 
 _USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OWN.items()}

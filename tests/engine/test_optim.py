@@ -142,3 +142,20 @@ def test_resume_at_sets_the_lr_of_an_uninterrupted_run(mode, warmup):
         LRSchedule(fresh, mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, **warmup).resume_at(epoch,
                                                                                                            iteration)
         assert fresh.param_groups[0]["lr"] == pytest.approx(expected[epoch, iteration], rel=1e-12), (epoch, iteration)
+
+
+@pytest.mark.parametrize("version, scheduler, target, lr_at_epoch_3", [
+    (0, "const", "own", 1e-4), (3, "cosine", "main", None), (3, "const", "own", 1e-4)])
+def test_fastclip_lr_tau_scheduler_routes_theta(version, scheduler, target, lr_at_epoch_3):
+    model = torch.nn.Linear(3, 4)
+    loss = _fastclip(version, lr_tau=1e-4, lr_tau_scheduler=scheduler)
+    with torch.no_grad():
+        loss.logit_scale.fill_(math.log(1 / 0.02))  # below step_thresh's threshold: const must not divide
+    optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.1)
+    in_main = any(p is loss.logit_scale for g in optimizers.main.param_groups for p in g["params"])
+    assert in_main == (target == "main") and (optimizers.own is None) == (target == "main")
+    if lr_at_epoch_3 is not None:
+        optimizers.start_epoch(3)
+        assert optimizers.own.param_groups[0]["lr"] == lr_at_epoch_3
+    with pytest.raises(ValueError, match="lr_tau_scheduler"):
+        _fastclip(version, lr_tau_scheduler="linear")

@@ -19,6 +19,7 @@ from .base import Batch, GCLLoss, LossOutput
 from .estimator import Normaliser
 
 V3_TAU_GRADS = ("reference", "consistent")
+LR_TAU_SCHEDULERS = ("cosine", "const", "step_thresh")  # θ's lr: the main schedule, constant, ÷3 once τ ≤ 0.03
 LOGIT_SCALE_MAX = math.log(100.0)  # θ = log(1/τ) ∈ [0, ln 100], i.e. τ ∈ [0.01, 1]
 G_CLIP = 5.0
 SIDES = ("img", "txt")
@@ -40,7 +41,8 @@ class FastCLIPLoss(GCLLoss):
                  state_init: str = "first_visit", rho_I: float | None = None, rho_T: float | None = None,
                  tau_init: float = 0.03, tau_min: float = 0.01, tau_max: float = 1.0, lr_tau: float | None = None,
                  tau_beta1: float = 0.9, tau_beta2: float = 0.999, tau_eps: float = 1e-8,
-                 v3_tau_grad: str = "reference", dist_mode: str = "autograd") -> None:
+                 v3_tau_grad: str = "reference", lr_tau_scheduler: str | None = None,
+                 dist_mode: str = "autograd") -> None:
         if version not in (0, 1, 2, 3):
             raise ValueError(f"FastCLIP version must be 0..3, got {version}")
         fields = {f"log_u_{s}": -math.inf for s in SIDES}
@@ -50,6 +52,10 @@ class FastCLIPLoss(GCLLoss):
                          gamma_one_at_epoch0=True, dist_mode=dist_mode)
         if v3_tau_grad not in V3_TAU_GRADS:
             raise ValueError(f"v3_tau_grad must be one of {V3_TAU_GRADS}, got {v3_tau_grad!r}")
+        if lr_tau_scheduler is not None and lr_tau_scheduler not in LR_TAU_SCHEDULERS:
+            raise ValueError(f"lr_tau_scheduler must be one of {LR_TAU_SCHEDULERS}, got {lr_tau_scheduler!r}")
+        # FastCLIP's defaults: v0 follows the model's schedule, v3 uses step_thresh
+        self.lr_tau_scheduler = lr_tau_scheduler or ("step_thresh" if version == 3 else "cosine")
         if temp <= 0.0 or not 0.0 < tau_min < tau_max:
             raise ValueError(f"need temp > 0 and 0 < tau_min < tau_max (got {temp}, {tau_min}, {tau_max})")
         self.version = version
@@ -66,17 +72,21 @@ class FastCLIPLoss(GCLLoss):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temp)))
 
     def param_groups(self) -> list[dict]:
-        """v0: θ in the main optimiser and schedule (at lr_tau if given); v3: θ in its own Adam at lr_tau."""
+        """v0/v3: θ at lr_tau (v0 default: the main lr), in the main optimiser on the model's schedule
+        (`cosine`) or in its own Adam with a constant or `step_thresh` lr."""
         if self.version not in (0, 3):
             return []
-        group = {"params": [self.logit_scale], "weight_decay": 0.0, "optimizer": "main" if self.version == 0 else "own"}
+        target = "main" if self.lr_tau_scheduler == "cosine" else "own"
+        group = {"params": [self.logit_scale], "weight_decay": 0.0, "optimizer": target}
         if self.lr_tau is not None:
             group["lr"] = self.lr_tau
         return [group]
 
     def own_lr(self, base_lr: float, epoch: int) -> float:
-        """v3's `step_thresh` rule: lr_tau, divided by 3 while τ ≤ 0.03 (checked at each epoch start, so
+        """`const`: lr_tau; `step_thresh`: lr_tau, divided by 3 while τ ≤ 0.03 (checked at each epoch start, so
         the step loop needs no host sync; the reference checks every step)."""
+        if self.lr_tau_scheduler == "const":
+            return base_lr
         tau = math.exp(-float(self.logit_scale.detach()))
         return base_lr / 3.0 if tau <= V3_TAU_THRESHOLD else base_lr
 
