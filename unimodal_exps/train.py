@@ -11,20 +11,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE), str(_HERE.parent / "bimodal_exps")]  # `unimodal` and the shared bimodal packages
 
-from unimodal.errors import USER_ERRORS  # noqa: E402
-from unimodal.launch import launch_workers  # noqa: E402
+from unimodal.launch import run_command  # noqa: E402
 from unimodal.options import parse_train_args  # noqa: E402
 from unimodal.pretrain import pretrain_worker  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when every process finished, 1 on a user error or a failed process."""
-    try:
-        args = parse_train_args(argv)
-        return 0 if launch_workers(pretrain_worker, args, USER_ERRORS) else 1
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_command(parse_train_args, pretrain_worker, argv)
 
 
 if __name__ == "__main__":

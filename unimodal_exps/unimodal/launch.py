@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 
 from engine.distributed import (DistEnv, abort_process, detect_launcher, init_distributed,
                                 shutdown_distributed, silence_non_main)
+from unimodal.errors import USER_ERRORS
 from unimodal.options import UsageError
 
 Worker = Callable[[DistEnv, "Launch", argparse.Namespace], None]
@@ -123,3 +124,14 @@ def launch_workers(worker: Worker, args: argparse.Namespace, user_errors: tuple[
     except mp.ProcessExitedException:
         return False
     return True
+
+
+def run_command(parse: Callable[[list[str] | None], argparse.Namespace], worker: Worker,
+                argv: list[str] | None) -> int:
+    """An entry script's main: parse the flags, run `worker` in every process; exit status 0 when all
+    finished, 1 on a user error (one line, no traceback) or a failed process."""
+    try:
+        return 0 if launch_workers(worker, parse(argv), USER_ERRORS) else 1
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
