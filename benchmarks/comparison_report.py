@@ -186,10 +186,14 @@ def _style(ita_type: str, index: int) -> dict:
     return {"color": plt.get_cmap("tab10")(index % 10), "linewidth": 1.4}
 
 
-def _legend_outside(fig: plt.Figure, ax: plt.Axes) -> None:
-    """One legend for the figure, right of the plots, so that it hides no data."""
-    handles, labels = ax.get_legend_handles_labels()
+def _save(fig: plt.Figure, legend_ax: plt.Axes, title: str, path: Path) -> None:
+    """Title the figure, put one legend right of the plots (hiding no data), write the PNG, free the figure."""
+    handles, labels = legend_ax.get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot_vs_epoch(results: list[RunResult], loss_order: list[str], path: Path) -> None:
@@ -214,11 +218,7 @@ def plot_vs_epoch(results: list[RunResult], loss_order: list[str], path: Path) -
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"{METRICS[key]} (%)")
             ax.grid(alpha=0.3)
-    _legend_outside(fig, axes[0][-1])
-    fig.suptitle("Evaluation after each epoch (mean over seeds, band = ±1 std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, axes[0][-1], "Evaluation after each epoch (mean over seeds, band = ±1 std)", path)
 
 
 def plot_vs_batch(rows: list[dict], loss_order: list[str], path: Path) -> None:
@@ -235,11 +235,7 @@ def plot_vs_batch(rows: list[dict], loss_order: list[str], path: Path) -> None:
         ax.set_xlabel("batch size")
         ax.set_ylabel(f"final {METRICS[key]} (%)")
         ax.grid(alpha=0.3)
-    _legend_outside(fig, axes[0][-1])
-    fig.suptitle("Final metric against batch size (mean over seeds, bars = ±1 std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, axes[0][-1], "Final metric against batch size (mean over seeds, bars = ±1 std)", path)
 
 
 def chance_text(counts: dict[str, int]) -> str:
