@@ -95,7 +95,7 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     retrieval, zeroshot = evaluator.run(model)
     results = {**retrieval, **zeroshot}
     if is_main:
-        write_eval_logs(output_dir, retrieval, zeroshot, checkpoint.get("epoch", 0), args.zs_dataset)
+        write_eval_logs(output_dir, retrieval, zeroshot, checkpoint.get("epoch", 0), evaluator.zeroshot_name)
         write_json(output_dir / "eval_results.json",
                    {"checkpoint": str(args.checkpoint), "epoch": checkpoint.get("epoch"), "units": "percent",
                     "metrics": results})

@@ -44,7 +44,7 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def write_eval_logs(output_dir: Path, retrieval: Mapping[str, float], zeroshot: Mapping[str, float],
-                    epoch: int, zeroshot_name: str = "imagenet") -> None:
+                    epoch: int, zeroshot_name: str) -> None:
     """Append the references' legacy files: `coco_log.txt` (val_* keys) and `zeroshot_<dataset>_log.txt`."""
     if retrieval:
         append_jsonl(output_dir / "coco_log.txt",

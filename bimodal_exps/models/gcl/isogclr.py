@@ -15,10 +15,11 @@ G_CLIP = 5.0
 SIDES = ("img", "txt")
 
 
-def check_tau_range(tau_init: float, tau_min: float, tau_max: float) -> None:
+def check_tau_range(tau_min: float, tau_max: float, tau_init: float | None = None) -> None:
+    """0 < tau_min < tau_max, and tau_init (when there is one) inside [tau_min, tau_max]."""
     if not 0.0 < tau_min < tau_max:
         raise ValueError(f"need 0 < tau_min < tau_max, got tau_min={tau_min}, tau_max={tau_max}")
-    if not tau_min <= tau_init <= tau_max:
+    if tau_init is not None and not tau_min <= tau_init <= tau_max:
         raise ValueError(f"tau_init={tau_init} outside [tau_min, tau_max] = [{tau_min}, {tau_max}]")
 
 
@@ -44,7 +45,7 @@ class ISogCLRLoss(GCLLoss):
                  eta_sched: str = "const", eta_min: float = 1e-4, eta_exp_gamma: float = 0.8,
                  eta_cosine: str = "quarter", eta_exp_parity: bool = False, beta_u: float = 0.9,
                  tau_min: float = 0.005, tau_max: float = 0.05, dist_mode: str = "autograd") -> None:
-        check_tau_range(tau_init, tau_min, tau_max)
+        check_tau_range(tau_min, tau_max, tau_init)
         fields = {f"{k}_{s}": v for k, v in (("log_u", -math.inf), ("tau", tau_init), ("m", 0.0)) for s in SIDES}
         super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
                          dist_mode=dist_mode)
@@ -102,7 +103,7 @@ class TempNetLoss(GCLLoss):
                  state_init: str = "first_visit", tau_min: float = 0.005, tau_max: float = 0.05,
                  tempnet_design: str = "tnet", tempnet_protos: int = 256, tempnet_dropout: float = 0.5,
                  tempnet_proto_init: bool = True, dist_mode: str = "autograd") -> None:
-        check_tau_range(tau_min, tau_min, tau_max)
+        check_tau_range(tau_min, tau_max)
         fields = {f"log_u_{s}": -math.inf for s in SIDES}
         super().__init__(num_samples, fields, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
                          dist_mode=dist_mode)

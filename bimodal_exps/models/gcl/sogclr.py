@@ -91,7 +91,7 @@ class InfoSogCLRLoss(SogCLRLoss):
                  eta_init: float = 0.03, beta_u: float = 0.9, tau_min: float = 0.005, tau_max: float = 0.05) -> None:
         extra = {}
         if individual_tau:
-            check_tau_range(tau_init, tau_min, tau_max)
+            check_tau_range(tau_min, tau_max, tau_init)
             extra = {f"{k}_{s}": v for k, v in (("tau", tau_init), ("m", 0.0)) for s in SIDES}
         super().__init__(num_samples, temp, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
                          dist_mode=dist_mode, extra_fields=extra)
