@@ -60,8 +60,8 @@ class SharedEpoch:
 
 
 class SkipFirst:
-    """Drop the first `count` items that reach this stage in the current epoch of this worker (the decoded
-    samples of the batches a resumed epoch already trained on); repeats within the epoch drop nothing."""
+    """Drop the next `remaining` items that reach this stage (set by `EpochPipeline` at each epoch start: the
+    decoded samples of the batches a resumed epoch already trained on), so repeats within the epoch drop nothing."""
 
     def __init__(self) -> None:
         self.remaining = 0
