@@ -1,4 +1,4 @@
-"""Per-rank cost of the distributed loss recipe (D4) against the full-matrix recipe of the references.
+"""Per-rank cost of the distributed loss recipe (docs/losses.md §11) against the full-matrix recipe of the references.
 
 Usage (from the repository root; CPU, gloo, W processes on this machine):
     python benchmarks/distributed_loss.py --world 2 --batch-sizes 256 1024 --out output/distributed_loss.json

@@ -1,4 +1,4 @@
-"""Build a small demo dataset in the seed-000 layout; see datasets/README.md.
+"""Build a small demo dataset in the layout of the README's reference commands; see datasets/README.md.
 
 Example: python bimodal_exps/build_demo_data.py --source auto --out demo_data --seed 0
 """

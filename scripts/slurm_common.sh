@@ -1,4 +1,4 @@
-# Shared by run.slurm and eval.slurm: environment activation and launcher selection (pipeline §7.4).
+# Shared by run.slurm and eval.slurm: environment activation and launcher selection (README "Multi-GPU and multi-node").
 mkdir -p job_output
 export PYTHONPATH="${PYTHONPATH:-}:./bimodal_exps"
 export HUGGINGFACE_HUB_CACHE=${HUGGINGFACE_HUB_CACHE:-./checkpoints/huggingface}

@@ -1,4 +1,4 @@
-"""argparse helpers: both spellings of multi-word flags, D2 booleans, flags kept only for compatibility."""
+"""argparse helpers: both spellings of multi-word flags, --flag/--no-flag booleans, compatibility-only flags."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""Parse and validate clip.py's flags: YAML defaults, derived paths (pipeline §1.3), user-facing warnings."""
+"""Parse and validate clip.py's flags: YAML defaults, derived paths, user-facing warnings."""
 from __future__ import annotations
 
 import argparse
@@ -117,7 +117,7 @@ def _check_webdataset(args: argparse.Namespace) -> list[str]:
 
 
 def _derive_paths(args: argparse.Namespace) -> None:
-    """Join relative paths the way the seed-000 layout expects (pipeline §1.3)."""
+    """Join relative paths the way the reference commands' layout expects (datasets/README.md, clip_train/README.md)."""
     args.train_files = [os.path.join(args.ann_path, f) for f in args.train_file]
     args.train_image_dir = os.path.join(args.data_path, args.train_image_root)
     args.val_coco_file = args.val_coco_file or os.path.join(args.ann_path, "coco_val.json")

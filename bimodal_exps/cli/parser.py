@@ -1,4 +1,4 @@
-"""The flag inventory of clip.py (pipeline §1, Appendix A): every seed command parses verbatim."""
+"""The flag inventory of clip.py: the reference commands (README "Training and evaluation") parse verbatim."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,7 @@ STORE_TRUE_COMPATIBILITY_FLAGS = ("isogclr_temp_net", "check_samples_tau", "chec
                                   "vis_prototypes", "find_clusters", "extract_data")
 UNSUPPORTED_FLAGS = {
     "personalized_tau": "per-sample learnable τ of the references broadcasts τ along the wrong axis "
-                        "(losses spec §2, bug 11); use --ita_type isogclr for per-sample temperatures",
+                        "(docs/losses.md §3); use --ita_type isogclr for per-sample temperatures",
 }
 
 
@@ -107,7 +107,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_loss_flags(parser: argparse.ArgumentParser) -> None:
     """--ita_type and every loss hyper-parameter (generated from LOSS_HPARAMS)."""
-    loss = parser.add_argument_group("loss (math in losses spec)")
+    loss = parser.add_argument_group("loss (math in docs/losses.md)")
     add_flag(loss, "--ita_type", default="clip", choices=ITA_TYPES, help="image-text alignment loss")
     for name, spec in LOSS_HPARAMS.items():
         kwargs = {"default": spec.default, "help": spec.help}
@@ -191,7 +191,7 @@ def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(evaluation, "--zs_norm", default="clip", choices=["clip", "legacy"],
              help="zero-shot normalisation: training constants, or the references' per-dataset constants")
     add_flag(evaluation, "--legacy_classnames", action="store_true",
-             help="ImageNet names as in the CRS/HYB references (class 267 misspelt 'Standard Poodale'), to "
+             help="ImageNet names of the course-template/HybridSogCLR code (class 267 misspelt 'Standard Poodale'), to "
                   "reproduce their numbers exactly")
 
 

@@ -1,4 +1,4 @@
-"""Caption normalisation shared by training and retrieval (pipeline spec §2.7)."""
+"""Caption normalisation shared by training and retrieval (ALBEF's `pre_caption`)."""
 import re
 
 _DELETED_CHARS = re.compile(r"[,.'!?\"()*#:;~]")

@@ -1,4 +1,4 @@
-"""CIFAR-10/100 test splits for zero-shot classification, read offline by torchvision (spec §2.4-2.5).
+"""CIFAR-10/100 test splits for zero-shot classification, read offline by torchvision (README "Zero-shot sets").
 
 torchvision's integrity check wants every train and test batch with the published MD5s; zero-shot reads
 only the test batch and the meta file, so only those two are checked (MD5s included). Nothing is ever

@@ -1,4 +1,4 @@
-"""Training dataset of (image, caption) pairs read from ALBEF-style JSON arrays (spec §2.2)."""
+"""Training dataset of (image, caption) pairs read from ALBEF-style JSON arrays (clip_train/README.md)."""
 import logging
 import math
 import os

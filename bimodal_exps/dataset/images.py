@@ -5,7 +5,7 @@ from PIL import Image, ImageFile
 
 from dataset.errors import DataError
 
-# Web-scraped training sets contain truncated JPEGs (pipeline spec §2.2): decode what is there.
+# Web-scraped training sets contain truncated JPEGs (README "When things go wrong"): decode what is there.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 # One size limit, checked from the header before decoding (PIL's own two-level bomb check is off):
 # 16384 × 16384 pixels, about 0.8 GB as RGB; larger files are far beyond any training resolution.

@@ -1,4 +1,4 @@
-"""RandomAugment (N ops drawn with replacement, each applied with p = 0.5), pipeline spec §3.2.
+"""RandomAugment (N ops drawn with replacement, each applied with p = 0.5), the training augmentation of ALBEF.
 
 A PIL/torchvision re-implementation of the ALBEF operation table: same ten operations and
 magnitudes, results clipped to [0, 255], and the intended per-channel AutoContrast stretch

@@ -1,4 +1,4 @@
-"""COCO-style retrieval evaluation dataset: one entry per image with 1..N captions (spec §2.3)."""
+"""COCO-style retrieval evaluation dataset: one entry per image with 1..N captions (clip_train/README.md)."""
 import os
 from collections.abc import Callable
 from pathlib import Path

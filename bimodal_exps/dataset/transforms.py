@@ -1,4 +1,4 @@
-"""Image transforms for training, retrieval evaluation and zero-shot evaluation (spec §3.1-3.4)."""
+"""Image transforms for training, retrieval evaluation and zero-shot evaluation (CLIP normalisation)."""
 from typing import Literal
 
 import torchvision.transforms as T

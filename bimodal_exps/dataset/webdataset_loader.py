@@ -1,4 +1,4 @@
-"""Training loader over img2dataset webdataset shards (pipeline spec §2.6, §5.4).
+"""Training loader over img2dataset webdataset shards (README "Training from webdataset shards").
 
 Pipeline per process, built from webdataset's stages: shard list -> shard shuffle seeded by seed +
 epoch (identical on all ranks) -> split by rank -> split by DataLoader worker -> tar members grouped
@@ -6,7 +6,7 @@ into samples -> sample shuffle -> decode to RGB PIL -> (image, caption, key, sha
 full batches, each image transformed and the captions tokenised per batch in the worker. With
 `resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
 
-Epoch length (spec §2.6 step 3): num_batches = ⌈num_samples / (batch × world)⌉; each worker yields
+Epoch length (as in OpenCLIP's loader): num_batches = ⌈num_samples / (batch × world)⌉; each worker yields
 ⌈num_batches / workers⌉ batches (`with_epoch`, restarting its shards when they run out), so every rank
 runs the same number of full, equal-size batches. Corrupt or incomplete samples are skipped and
 counted; the count is printed once per epoch.

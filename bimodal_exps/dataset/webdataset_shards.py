@@ -1,4 +1,4 @@
-"""Shard lists and sample ids of img2dataset webdataset shards (pipeline spec §2.6, decision D3).
+"""Shard lists and sample ids of img2dataset webdataset shards (README "Training from webdataset shards").
 
 The id of a sample is the integer value of its img2dataset key (`000420031` -> 420031), never a slice
 of the key string. Ids index the per-sample loss state, whose size is `--data_size` (the source

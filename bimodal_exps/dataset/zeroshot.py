@@ -2,7 +2,7 @@
 and prompts.
 
 `classnames.txt` (one name per line, sorted-folder order) and `templates.txt` (one `{}` prompt
-per line) beside the class folders override open_clip's ImageNet lists (design card, spec §2.5).
+per line) beside the class folders override open_clip's ImageNet lists (docs/design.md, README "Zero-shot sets").
 CIFAR uses its own class names and the same 80 OpenAI prompts.
 """
 import os
@@ -53,7 +53,7 @@ class ZeroShotDataset(ImageFolder):
 
 
 def imagenet_classnames(legacy: bool = False) -> list[str]:
-    """open_clip's 1,000 ImageNet names; `legacy` restores the CRS/HYB misspelling "Standard Poodale" (267)."""
+    """open_clip's 1,000 ImageNet names; `legacy` restores the HybridSogCLR code's "Standard Poodale" (267)."""
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # lazy: open_clip imports slowly
     names = list(IMAGENET_CLASSNAMES)
     if legacy:
@@ -109,7 +109,7 @@ def default_zeroshot_root(name: str, data_path: str) -> str:
 
 
 def missing_zeroshot_data(name: str, root: str | Path) -> str | None:
-    """Why `name`'s data is absent under `root`, or None: absent data skips zero-shot evaluation (spec §1)."""
+    """Why `name`'s data is absent under `root`, or None: absent data skips zero-shot evaluation (README)."""
     if name == "imagenet":
         return None if os.path.isdir(root) else f"zero-shot folder {root} not found"
     absent = [str(path) for path in cifar_test_files(name, root) if not path.is_file()]

@@ -1,6 +1,6 @@
 """Process-group set-up for torchrun, SLURM `srun` and single-process runs, plus small collectives.
 
-One place decides rank/world size (pipeline §5.11, D4): torchrun exports RANK/WORLD_SIZE/LOCAL_RANK;
+One place decides rank/world size (README "Multi-GPU and multi-node"): torchrun exports RANK/WORLD_SIZE/LOCAL_RANK;
 under `srun` every task gets SLURM_PROCID, SLURM_STEP_NUM_TASKS (or SLURM_NTASKS) and SLURM_LOCALID, and
 the rendezvous address is the first host of the step's node list (`scontrol show hostnames`); otherwise
 the run is a single process. nccl on CUDA, gloo on CPU. `--world_size`, when given, must agree with the
@@ -101,7 +101,7 @@ def slurm_master_addr(environ: Mapping[str, str]) -> str:
 def slurm_rendezvous(environ: Mapping[str, str], env: DistEnv) -> dict[str, str]:
     """The env:// variables an srun task lacks (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK).
 
-    Values already set win, so a script may export MASTER_ADDR/MASTER_PORT itself (as the DTN scripts do).
+    Values already set win, so a script may export MASTER_ADDR/MASTER_PORT itself (as DistTempNet's scripts do).
     """
     wanted = {"RANK": str(env.rank), "WORLD_SIZE": str(env.world_size), "LOCAL_RANK": str(env.local_rank)}
     if "MASTER_ADDR" not in environ:
@@ -122,7 +122,7 @@ def init_distributed(want: bool | None, device_type: str, world_size_flag: int |
                      dist_url: str = "env://", timeout_s: float = 1800.0) -> DistEnv:
     """Initialise torch.distributed when the launcher started several processes.
 
-    `want=None` means "on when launched with world size > 1" (D2); `want=False` with several processes
+    `want=None` means "on when launched with world size > 1" (README); `want=False` with several processes
     is refused (each process would train alone and overwrite the others' outputs). `timeout_s` bounds
     every collective, so a lost peer ends the job instead of hanging it.
     """

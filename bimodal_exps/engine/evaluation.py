@@ -1,4 +1,4 @@
-"""Zero-shot classification and image-text retrieval of a two-tower model (D5).
+"""Zero-shot classification and image-text retrieval of a two-tower model (README "Zero-shot sets").
 
 Work is split across ranks (contiguous shards of images, texts and zero-shot classes, each a whole number
 of batches so every batch is the one a single process would encode) and the features are gathered once,

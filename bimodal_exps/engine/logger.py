@@ -1,4 +1,4 @@
-"""Run outputs (D6): console table, JSON-lines logs, and running averages that avoid per-step host syncs."""
+"""Run outputs (README): console table, JSON-lines logs, and running averages that avoid per-step host syncs."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """Evaluation metrics computed from embeddings: image-text retrieval recall and zero-shot accuracy.
 
-Ranks come straight from the full similarity matrix (no top-k re-ranking trick, D5): the rank of a
+Ranks come straight from the full similarity matrix (no ALBEF-style top-k re-ranking): the rank of a
 query is the number of candidates scoring strictly higher than its best ground-truth candidate.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def retrieval_metrics(
     text_features: torch.Tensor,
     img2txt: Sequence[Sequence[int]],
 ) -> dict[str, float]:
-    """COCO-style recall@{1,5,10} both ways in percent, with the keys of D5."""
+    """COCO-style recall@{1,5,10} both ways in percent (txt_* image→text, img_*, r_mean)."""
     i2t, t2i = retrieval_ranks(image_features, text_features, img2txt)
     result: dict[str, float] = {}
     for prefix, ranks in (("txt", i2t), ("img", t2i)):

@@ -1,7 +1,7 @@
 """Optimisers (timm factory) and learning-rate schedules (timm schedulers) for the two-tower model.
 
 Two schedule modes:
-* `legacy` reproduces the ALBEF-family references (pipeline §5.6): warm-up in 100-iteration blocks inside
+* `legacy` reproduces the ALBEF-family references (docs/losses.md §12, §14): warm-up in 100-iteration blocks inside
   epoch 0 (`--warmup_epochs` counts blocks), then one cosine value per epoch, g(m) at epoch m >= 1.
 * `step` is a per-iteration schedule: linear warm-up over `--warmup_steps`, then cosine to `--min_lr`.
 """

@@ -1,4 +1,4 @@
-"""The epoch loop of a run: train, evaluate when due, log (D6 files), checkpoint, resume.
+"""The epoch loop of a run: train, evaluate when due, log (the files of README "Outputs"), checkpoint, resume.
 
 Checkpoints record the position of the run: `epoch` (epochs done) and, when written inside an epoch
 (`--save_every_steps`, a stop signal, too many non-finite losses), `mid_epoch` with the steps done in it

@@ -15,7 +15,7 @@ from models.config import VIT_ALIAS, Pretrained
 from models.pretrained import (CACHE_HINT, WEIGHT_SUFFIXES, PretrainedWeightsError, align_state_dict,
                                hf_hub_cache_dir, read_state_dict, state_layout, torch_hub_checkpoint_dir)
 
-# ViT-B/32 with CLIP's layout (pre-norm, bias-free patch embedding, class-token pooling), as DTN's tower.
+# ViT-B/32 with CLIP's layout (pre-norm, bias-free patch embedding, class-token pooling), as DistTempNet's tower.
 VIT_B32 = "vit_base_patch32_clip_224"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

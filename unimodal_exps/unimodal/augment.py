@@ -1,6 +1,6 @@
 """Image transforms: SimCLR two-view augmentation for pre-training, crops for linear evaluation.
 
-The pre-training recipe is the seed's (BYOL/SimCLR family): RandomResizedCrop(scale=(crop_min, 1)),
+The pre-training recipe is SogCLR's (BYOL/SimCLR family): RandomResizedCrop(scale=(crop_min, 1)),
 colour jitter (0.4, 0.4, 0.2, 0.1) with p = 0.8, grayscale p = 0.2, Gaussian blur σ ∈ [0.1, 2] (PIL radius),
 horizontal flip, ImageNet normalisation; both views use the same distribution.
 """
@@ -38,7 +38,7 @@ class TwoViews:
 
 
 def pretrain_transform(image_size: int, crop_min: float, blur_prob: float = 1.0) -> TwoViews:
-    """The seed's two-view SimCLR augmentation."""
+    """SogCLR's two-view SimCLR augmentation."""
     view = T.Compose([
         T.RandomResizedCrop(image_size, scale=(crop_min, 1.0)),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),

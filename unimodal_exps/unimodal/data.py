@@ -16,7 +16,7 @@ from unimodal.options import UsageError
 def read_class_list(path: str | Path) -> list[str]:
     """Class folder names from a file, one per line; blank lines and `#` comments are skipped.
 
-    A line `wnid/file.JPEG` (the seed's ImageNet-100 train.txt lists images) counts as its folder `wnid`.
+    A line `wnid/file.JPEG` (SogCLR's ImageNet-100 train.txt lists images) counts as its folder `wnid`.
     """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()

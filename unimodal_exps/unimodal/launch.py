@@ -1,4 +1,4 @@
-"""How a run becomes processes: torchrun / srun (detected), the seed's `--multiprocessing-distributed`, or one process.
+"""How a run becomes processes: torchrun / srun (detected), SogCLR's `--multiprocessing-distributed`, or one process.
 
 Seed semantics (MoCo codebase): `--world-size` counts nodes and `--rank` is the node rank; with
 `--multiprocessing-distributed` every node starts `--nproc-per-node` processes (default: one per GPU) that

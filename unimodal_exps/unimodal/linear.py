@@ -33,7 +33,7 @@ class ProbeConfig:
 
 
 def new_classifier(in_dim: int, num_classes: int) -> nn.Linear:
-    """Linear layer with the seed's initialisation: N(0, 0.01) weights, zero bias."""
+    """Linear layer with SogCLR's initialisation: N(0, 0.01) weights, zero bias."""
     head = nn.Linear(in_dim, num_classes)
     nn.init.normal_(head.weight, mean=0.0, std=0.01)
     nn.init.zeros_(head.bias)

@@ -8,7 +8,7 @@ from torch import nn
 def create_lars(model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9) -> Lars:
     """LARS with weight decay and the trust-ratio adaptation on weight matrices/kernels only.
 
-    Biases and normalisation parameters (ndim <= 1) get neither, as in the seed's LARS. `always_adapt`
+    Biases and normalisation parameters (ndim <= 1) get neither, as in SogCLR's LARS. `always_adapt`
     keeps the adaptation on the weights even with --wd 0 (timm otherwise ties it to a non-zero decay).
     """
     trainable = [p for p in model.parameters() if p.requires_grad]

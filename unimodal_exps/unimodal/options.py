@@ -1,6 +1,6 @@
 """Command lines of `train.py` (pre-training) and `lincls.py` (linear evaluation).
 
-Every seed-003 command parses verbatim; multi-word flags accept both `-` and `_` spellings
+SogCLR's commands (README "Unimodal SogCLR") parse verbatim; multi-word flags accept both `-` and `_` spellings
 (`--crop-min` = `--crop_min`). Flags shared by both scripts (data, launch, precision) live in one place.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
-    """Processes, rendezvous, device, precision and seed (seed-003 launch flags included)."""
+    """Processes, rendezvous, device, precision and seed (SogCLR's launch flags included)."""
     group = parser.add_argument_group("devices and processes (torchrun / srun are detected and take precedence)")
     add_flag(group, "--multiprocessing-distributed", action="store_true",
              help="start --nproc-per-node processes on this node (one per GPU) and train with DDP")
@@ -64,7 +64,7 @@ def _add_common_train_flags(parser: argparse.ArgumentParser, epochs: int, batch:
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    """Parser of train.py (seed-003 flags and defaults)."""
+    """Parser of train.py (SogCLR's flags and defaults)."""
     parser = argparse.ArgumentParser(prog="train.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description="Self-supervised pre-training with SogCLR (dcl) or SimCLR.")
     _add_data_flags(parser)
@@ -90,7 +90,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def build_lincls_parser() -> argparse.ArgumentParser:
-    """Parser of lincls.py (seed-003 linear-evaluation defaults)."""
+    """Parser of lincls.py (SogCLR's linear-evaluation defaults)."""
     parser = argparse.ArgumentParser(prog="lincls.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description="Linear classification on frozen pre-trained features.")
     _add_data_flags(parser)

@@ -1,1 +1,1 @@
-"""Deterministic demo datasets in the seed-000 layout: `shapes` (procedural) and `fashion` (Fashion-MNIST)."""
+"""Deterministic demo datasets in the README commands' layout: `shapes` (procedural) and `fashion` (Fashion-MNIST)."""

@@ -33,7 +33,7 @@ def _positive_int(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="build_demo_data.py",
-        description="Build a small demo dataset in the seed-000 layout (clip_train/ + datasets/) under --out.")
+        description="Build a small demo dataset in the README commands' layout (clip_train/ + datasets/) under --out.")
     parser.add_argument("--source", choices=("auto", "shapes", "fashion"), default="auto",
                         help="auto = fashion when the Fashion-MNIST files are (or can be) installed, else shapes")
     parser.add_argument("--out", type=Path, default=Path("demo_data"), help="output root (default: demo_data)")

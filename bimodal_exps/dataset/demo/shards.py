@@ -1,4 +1,4 @@
-"""Writes image-caption pairs as img2dataset-style webdataset shards (pipeline spec §2.6).
+"""Writes image-caption pairs as img2dataset-style webdataset shards (README "Training from webdataset shards").
 
 `<root>/00000.tar, 00001.tar, ...` (5-digit names), each holding `<key>.jpg`, `<key>.txt` and
 `<key>.json` per sample, plus `<shard>_stats.json`. Rows of the (virtual) source URL list are cut into

@@ -1,12 +1,12 @@
-"""Writes a demo source to disk in the seed-000 layout, with the real annotation formats.
+"""Writes a demo source to disk in the layout of the README's reference commands, with the real annotation formats.
 
-<out>/clip_train/cc3m_train_subset.json      training pairs (spec §2.2)
-<out>/clip_train/coco_val.json               retrieval captions, 5 per image (spec §2.3)
+<out>/clip_train/cc3m_train_subset.json      training pairs (clip_train/README.md)
+<out>/clip_train/coco_val.json               retrieval captions, 5 per image (clip_train/README.md)
 <out>/datasets/cc3m_subset_100k/             training images
 <out>/datasets/mscoco_val/mscoco_val2014_subset_5k/   retrieval images
 <out>/datasets/imagenet/val/<class_dir>/     zero-shot images + classnames.txt, templates.txt
 <out>/datasets/cc3m_wds/                     with `Layout(webdataset=True)`: the same training pairs as
-                                             img2dataset shards (spec §2.6, `dataset.demo.shards`)
+                                             img2dataset shards (`dataset.demo.shards`)
 <out>/datasets/demo_manifest.json           settings, and counts once the build is complete
 <out>/SOURCE                                 the source name
 """
@@ -44,7 +44,7 @@ class DemoSource(Protocol):
 
 @dataclass(frozen=True)
 class Layout:
-    """The seed-000 paths under an output root (`webdataset`: the training shards are an output too)."""
+    """The reference commands' paths under an output root (`webdataset`: the training shards are an output too)."""
 
     out: Path
     webdataset: bool = False
