@@ -18,6 +18,11 @@ from models.gcl.isogclr import ISogCLRLoss, TempNetLoss
 from models.gcl.schedules import ETA_COSINE_KINDS, ETA_SCHEDULES, GAMMA_SCHEDULES
 from models.gcl.sogclr import InfoSogCLRLoss, SogCLRLoss
 from models.gcl.tempnet import TEMPNET_DESIGNS
+from models.objectives.base import TEACHERS
+from models.objectives.prototypes import DINOLoss, ProtoCPCLoss
+from models.objectives.queues import CompRessLoss, SEEDLoss
+from models.objectives.regression import BT_NORMS, BarlowTwinsLoss, SimRegLoss, VICRegLoss
+from models.objectives.rkd import RKDLoss
 
 __all__ = ["ITA_TYPES", "LOSS_HPARAMS", "LossHParam", "LossOutput", "ContrastiveLoss", "GCLLoss",
            "build_loss", "used_hparams"]
@@ -97,6 +102,25 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
                                              "(gather without grad plus FastCLIP's local candidate part: same "
                                              "gradients, no collective in the backward); identical in one process",
                             DIST_MODES),
+    "teacher": LossHParam(str, "text", "distillation objectives: the tower whose features are the teacher t "
+                                       "(uni-directional objectives send it no gradient)", TEACHERS),
+    "w_distill": LossHParam(float, 1.0, "distillation objectives: weight of the objective in the loss"),
+    "vicreg_sim_coeff": LossHParam(float, 25.0, "vicreg: weight of the invariance (mean squared difference) term"),
+    "vicreg_std_coeff": LossHParam(float, 25.0, "vicreg: weight of the variance hinge"),
+    "vicreg_cov_coeff": LossHParam(float, 1.0, "vicreg: weight of the off-diagonal covariance term"),
+    "bt_lambda": LossHParam(float, 0.0051, "barlowtwins: weight λ of the off-diagonal cross-correlation"),
+    "bt_norm": LossHParam(str, "standard", "barlowtwins column normalisation: standard (the paper's) or itra "
+                                           "(ITRA's l2 columns, parity only)", BT_NORMS),
+    "w_rkd_d": LossHParam(float, 0.5, "rkd: weight of the distance term (0 skips it)"),
+    "w_rkd_a": LossHParam(float, 1.0, "rkd: weight of the angle term (0 skips it; O(B³), slow beyond B ≈ 1,024)"),
+    "memory_bank_size": LossHParam(int, 65536, "compress_1q/compress_2q/seed: queue length K (rows of past "
+                                               "global batches)"),
+    "num_prototypes": LossHParam(int, 65536, "dino/protocpc: number of prototypes K"),
+    "distill_teacher_temp": LossHParam(float, None, "teacher temperature τ_t (compress 0.04, seed 1e-4, "
+                                                    "dino/protocpc 0.04)"),
+    "distill_student_temp": LossHParam(float, None, "student temperature τ_s (compress 0.04, seed 0.07, "
+                                                    "dino/protocpc 0.1)"),
+    "center_momentum": LossHParam(float, 0.9, "dino: momentum of the teacher centre; protocpc: of the prior"),
 }
 
 _GCL = ("sogclr_gamma", "gamma_schedule", "gamma_decay_epochs", "state_init")
@@ -106,6 +130,10 @@ _ISOG = (*_GCL, *_RHO, "gcl_normalizer", "tau_init", "eta_init", "eta_sched", "e
 _INDIVIDUAL_TAU = (*_RHO, "tau_init", "eta_init", "beta_u", "tau_min", "tau_max")  # InfoSogCLR's optional τ_i
 _MINE = ("temp", *_GCL, "cov_coeff", "std_coeff", "info_alpha", "individual_tau", *_INDIVIDUAL_TAU)
 _COMMON = ("dist_mode",)  # read by every loss (all support both distributed modes)
+_DISTILL = ("teacher", "w_distill")
+_QUEUE = (*_DISTILL, "embed_dim", "memory_bank_size", "distill_teacher_temp", "distill_student_temp")
+_PROTO = (*_DISTILL, "embed_dim", "num_prototypes", "distill_teacher_temp", "distill_student_temp",
+          "center_momentum")
 
 _OWN: dict[str, tuple[str, ...]] = {
     "clip": ("temp", "learnable_temp"),
@@ -123,6 +151,17 @@ _OWN: dict[str, tuple[str, ...]] = {
     "fastclip_v1": ("temp", *_GCL),
     "fastclip_v2": (*_GCL, *_RHO, "tau_init", "tau_min", "tau_max", "lr_tau", "tau_beta1", "tau_beta2", "tau_eps"),
     "fastclip_v3": ("temp", *_GCL, *_RHO, "lr_tau", "lr_tau_scheduler", "v3_tau_grad"),
+    "simreg": _DISTILL,
+    "simreg_l1": _DISTILL,
+    "simreg_smoothl1": _DISTILL,
+    "vicreg": (*_DISTILL, "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff"),
+    "barlowtwins": (*_DISTILL, "bt_lambda", "bt_norm"),
+    "rkd": (*_DISTILL, "w_rkd_d", "w_rkd_a"),
+    "compress_1q": _QUEUE,
+    "compress_2q": _QUEUE,
+    "seed": _QUEUE,
+    "dino": _PROTO,
+    "protocpc": _PROTO,
 }
 
 _USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OWN.items()}
@@ -167,6 +206,17 @@ _BUILDERS: dict[str, Callable[..., ContrastiveLoss]] = {
     "fastclip_v1": lambda n, **kw: FastCLIPLoss(n, version=1, **kw),
     "fastclip_v2": lambda n, **kw: FastCLIPLoss(n, version=2, **kw),
     "fastclip_v3": lambda n, **kw: FastCLIPLoss(n, version=3, **kw),
+    "simreg": lambda n, **kw: SimRegLoss("l2", **kw),
+    "simreg_l1": lambda n, **kw: SimRegLoss("l1", **kw),
+    "simreg_smoothl1": lambda n, **kw: SimRegLoss("smoothl1", **kw),
+    "vicreg": lambda n, **kw: VICRegLoss(**kw),
+    "barlowtwins": lambda n, **kw: BarlowTwinsLoss(**kw),
+    "rkd": lambda n, **kw: RKDLoss(**kw),
+    "compress_1q": lambda n, **kw: CompRessLoss(False, **kw),
+    "compress_2q": lambda n, **kw: CompRessLoss(True, **kw),
+    "seed": lambda n, **kw: SEEDLoss(**kw),
+    "dino": lambda n, **kw: DINOLoss(**kw),
+    "protocpc": lambda n, **kw: ProtoCPCLoss(**kw),
 }
 
 
@@ -174,8 +224,8 @@ def build_loss(ita_type: str, num_samples: int, **hparams: Any) -> ContrastiveLo
     """Build the loss `ita_type` with state for `num_samples` pair ids.
 
     Hyper-parameters are named as the CLI flags; those the loss does not use, and None values
-    (= the loss's own default), are ignored. Besides `LOSS_HPARAMS`, `isogclr_tempnet` reads
-    `embed_dim` (the model's flag, default 256), which sizes its temperature networks.
+    (= the loss's own default), are ignored. Besides `LOSS_HPARAMS`, `isogclr_tempnet` and the queue and
+    prototype objectives read `embed_dim` (the model's flag, default 256), which sizes their networks and state.
     """
     _check_name(ita_type)
     used = _USED[ita_type]
