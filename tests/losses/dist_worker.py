@@ -21,6 +21,7 @@ COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "reduce_sca
                "broadcast", "all_to_all", "send", "recv")
 WORLD, LOCAL_B, DIM, NUM_SAMPLES, STEPS = 2, 4, 6, 12, 3
 SMALL = {"embed_dim": DIM, "tempnet_protos": 4, "tempnet_dropout": 0.0}
+QUEUE = {"embed_dim": DIM, "memory_bank_size": 10}  # wraps within the 8-row global batch
 CASES = [
     ("clip", {"learnable_temp": True, "temp": 0.07}),
     ("sogclr", {"temp": 0.1}),
@@ -40,6 +41,17 @@ CASES = [
     ("fastclip_v1", {"temp": 0.1}),
     ("fastclip_v2", {"tau_init": 0.05, "rho": 1.0}),
     ("fastclip_v3", {"temp": 0.1, "rho": 1.0}),
+    ("simreg", {}),
+    ("simreg_l1", {"teacher": "image"}),
+    ("simreg_smoothl1", {}),
+    ("vicreg", {}),
+    ("barlowtwins", {"bt_norm": "itra"}),
+    ("rkd", {}),
+    ("compress_1q", {**QUEUE, "teacher": "image"}),
+    ("compress_2q", QUEUE),
+    ("seed", {**QUEUE, "distill_teacher_temp": 0.05}),
+    ("dino", {"embed_dim": DIM, "num_prototypes": 5}),
+    ("protocpc", {"embed_dim": DIM, "num_prototypes": 5, "teacher": "image"}),
 ]
 # duplicates within a rank (3 on rank 0) and across ranks (9, 5)
 IDS = [torch.arange(8), torch.tensor([3, 9, 3, 10, 11, 0, 9, 5]), torch.tensor([5, 1, 7, 2, 5, 8, 6, 1])]
