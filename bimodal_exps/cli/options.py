@@ -9,6 +9,7 @@ from typing import Sequence
 
 from ruamel.yaml import YAML, YAMLError
 
+from cli.itra import resolve_itra_loss
 from cli.parser import COMPATIBILITY_FLAGS, STORE_TRUE_COMPATIBILITY_FLAGS, UNSUPPORTED_FLAGS, build_parser
 from dataset.zeroshot import default_zeroshot_root
 from models.losses import LOSS_HPARAMS, used_hparams
@@ -63,6 +64,10 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     ignored = [n for n in (*COMPATIBILITY_FLAGS, *STORE_TRUE_COMPATIBILITY_FLAGS, "cooldown_epochs") if n in explicit]
     if ignored:
         warnings.append("accepted for compatibility, no effect: " + ", ".join(f"--{n}" for n in ignored))
+    try:
+        warnings.extend(resolve_itra_loss(args, explicit))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     used = used_hparams(args.ita_type, individual_tau=args.individual_tau)
     unused = sorted(n for n in LOSS_HPARAMS if n in explicit and n not in used)
     for name in unused:

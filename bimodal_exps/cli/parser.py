@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_bool_flag, add_flag, str2bool
+from cli.itra import LOSS_FLAG_ALIASES, add_itra_loss_flags
 from dataset.zeroshot import ZEROSHOT_DATASETS
 from models.config import parse_kwargs, parse_pretrained
 from models.losses import ITA_TYPES, LOSS_HPARAMS
@@ -115,7 +116,8 @@ def _add_loss_flags(parser: argparse.ArgumentParser) -> None:
             continue
         if getattr(spec, "choices", None):
             kwargs["choices"] = spec.choices
-        add_flag(loss, "--" + name, type=spec.type, **kwargs)
+        add_flag(loss, "--" + name, *LOSS_FLAG_ALIASES.get(name, ()), type=spec.type, **kwargs)
+    add_itra_loss_flags(loss)
 
 
 def _add_optim_flags(parser: argparse.ArgumentParser) -> None:

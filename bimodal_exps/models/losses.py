@@ -24,7 +24,7 @@ from models.objectives.queues import CompRessLoss, SEEDLoss
 from models.objectives.regression import BT_NORMS, BarlowTwinsLoss, SimRegLoss, VICRegLoss
 from models.objectives.rkd import RKDLoss
 
-__all__ = ["ITA_TYPES", "LOSS_HPARAMS", "LossHParam", "LossOutput", "ContrastiveLoss", "GCLLoss",
+__all__ = ["DISTILL_TYPES", "ITA_TYPES", "LOSS_HPARAMS", "LossHParam", "LossOutput", "ContrastiveLoss", "GCLLoss",
            "build_loss", "used_hparams"]
 
 
@@ -166,6 +166,7 @@ _OWN: dict[str, tuple[str, ...]] = {
 
 _USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OWN.items()}
 ITA_TYPES: tuple[str, ...] = tuple(_USED)
+DISTILL_TYPES: tuple[str, ...] = tuple(name for name, own in _OWN.items() if "teacher" in own)  # docs/losses.md §15
 
 
 def used_hparams(ita_type: str, individual_tau: bool = True) -> frozenset[str]:
