@@ -8,15 +8,17 @@ from models.losses import ITA_TYPES, LOSS_HPARAMS, build_loss, used_hparams
 
 D1_NAMES = {"clip", "sogclr", "isogclr", "isogclr_new", "sogclr_dro", "isogclr_tempnet", "sogclr_mine", "infosogclr",
             "sogclr_v2_mine", "hybrid", "fastclip_v0", "fastclip_v1", "fastclip_v2", "fastclip_v3"}
+DISTILL_NAMES = {"simreg", "simreg_l1", "simreg_smoothl1", "vicreg", "barlowtwins", "rkd", "compress_1q", "compress_2q",
+                 "seed", "dino", "protocpc"}
 BUILD_ONLY = {"embed_dim"}  # accepted by build_loss, owned by the model's CLI flag
 
 
 def test_names_and_unknown_name():
-    assert set(ITA_TYPES) == D1_NAMES
+    assert set(ITA_TYPES) == D1_NAMES | DISTILL_NAMES
     with pytest.raises(ValueError, match="choices: clip, sogclr"):
         build_loss("new_isogclr", 10)
     with pytest.raises(ValueError):
-        used_hparams("vicreg")
+        used_hparams("swav")
 
 
 def test_flag_registry_is_consistent():
