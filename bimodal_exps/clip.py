@@ -155,8 +155,10 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
+        # a uni-directional objective detaches the teacher tower, whose trainable parameters then get no gradient
         task = torch.nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False,
+            find_unused_parameters=getattr(loss_fn, "uni_directional", False))
     optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
                                    args.lr_temp_net)
     schedule = LRSchedule(optimizers.main, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
