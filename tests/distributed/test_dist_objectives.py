@@ -18,10 +18,10 @@ def _args(shapes, out, ita_type: str, batch: int) -> list[str]:
             "--memory_bank_size", "24", "--num_prototypes", "24"]
 
 
-def test_two_ranks_match_one_process(shapes, tmp_path, ita_type="dino"):
-    distributed = run_torchrun(_args(shapes, tmp_path / "w2", ita_type, PER_RANK_BATCH), nproc=WORLD, timeout=240)
+def test_dino_two_ranks_match_one_process(shapes, tmp_path):
+    distributed = run_torchrun(_args(shapes, tmp_path / "w2", "dino", PER_RANK_BATCH), nproc=WORLD, timeout=240)
     assert distributed.codes == [0], distributed.output[-3000:]
-    single = run_single(_args(shapes, tmp_path / "w1", ita_type, WORLD * PER_RANK_BATCH), timeout=240)
+    single = run_single(_args(shapes, tmp_path / "w1", "dino", WORLD * PER_RANK_BATCH), timeout=240)
     assert single.codes == [0], single.output[-3000:]
     a, b = load_checkpoint(tmp_path / "w1" / "checkpoint_1.pth"), load_checkpoint(tmp_path / "w2" / "checkpoint_1.pth")
     assert not torch.equal(a["loss"]["center"], torch.zeros_like(a["loss"]["center"]))
