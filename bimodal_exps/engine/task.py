@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from models.gcl.base import LossOutput
+from models.objectives.simcse import simcse_loss
+
 
 class ContrastiveTask(torch.nn.Module):
     """forward(images, tokens, ids) -> LossOutput. Loss math runs outside autocast (the loss does that)."""
@@ -14,4 +17,9 @@ class ContrastiveTask(torch.nn.Module):
 
     def forward(self, images: torch.Tensor, tokens: dict[str, torch.Tensor], ids: torch.Tensor):
         image_features, text_features = self.model(images, tokens)
-        return self.loss_fn(image_features, text_features, ids)
+        out = self.loss_fn(image_features, text_features, ids)
+        w_simcse = getattr(self.loss_fn, "w_simcse", 0.0)
+        if w_simcse > 0:  # a second text forward (another dropout mask) is each caption's positive
+            term = simcse_loss(text_features, self.model.encode_text(tokens))
+            out = LossOutput(out.loss + w_simcse * term, {**out.stats, "simcse": term.detach()})
+        return out

@@ -105,6 +105,8 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
     "teacher": LossHParam(str, "text", "distillation objectives: the tower whose features are the teacher t "
                                        "(uni-directional objectives send it no gradient)", TEACHERS),
     "w_distill": LossHParam(float, 1.0, "distillation objectives: weight of the objective in the loss"),
+    "w_simcse": LossHParam(float, 0.0, "distillation objectives: weight of ITRA's SimCSE term (InfoNCE at τ = 0.05 "
+                                       "between two text forwards with different dropout; 0 = off)"),
     "vicreg_sim_coeff": LossHParam(float, 25.0, "vicreg: weight of the invariance (mean squared difference) term"),
     "vicreg_std_coeff": LossHParam(float, 25.0, "vicreg: weight of the variance hinge"),
     "vicreg_cov_coeff": LossHParam(float, 1.0, "vicreg: weight of the off-diagonal covariance term"),
@@ -130,7 +132,7 @@ _ISOG = (*_GCL, *_RHO, "gcl_normalizer", "tau_init", "eta_init", "eta_sched", "e
 _INDIVIDUAL_TAU = (*_RHO, "tau_init", "eta_init", "beta_u", "tau_min", "tau_max")  # InfoSogCLR's optional τ_i
 _MINE = ("temp", *_GCL, "cov_coeff", "std_coeff", "info_alpha", "individual_tau", *_INDIVIDUAL_TAU)
 _COMMON = ("dist_mode",)  # read by every loss (all support both distributed modes)
-_DISTILL = ("teacher", "w_distill")
+_DISTILL = ("teacher", "w_distill", "w_simcse")
 _QUEUE = (*_DISTILL, "embed_dim", "memory_bank_size", "distill_teacher_temp", "distill_student_temp")
 _PROTO = (*_DISTILL, "embed_dim", "num_prototypes", "distill_teacher_temp", "distill_student_temp",
           "center_momentum")

@@ -66,17 +66,21 @@ class DistillLoss(ContrastiveLoss):
     """Base of the objectives: picks teacher t and student s from the global batch and gates the state update.
 
     `uni_directional` objectives detach every teacher-side quantity, so the teacher tower gets exactly zero
-    gradient. Subclasses implement `objective(t, s) -> (value, stats)` and, when stateful, `update(t, s, finite)`.
+    gradient. `w_simcse` > 0 asks the training task for ITRA's SimCSE term on the captions. Subclasses implement `objective(t, s) -> (value, stats)` and, when stateful, `update(t, s, finite)`.
     """
 
     uni_directional = False
 
-    def __init__(self, teacher: str = "text", w_distill: float = 1.0, dist_mode: str = "autograd") -> None:
+    def __init__(self, teacher: str = "text", w_distill: float = 1.0, w_simcse: float = 0.0,
+                 dist_mode: str = "autograd") -> None:
         super().__init__(dist_mode)
         if teacher not in TEACHERS:
             raise ValueError(f"--teacher must be one of {TEACHERS}, got {teacher!r}")
+        if w_simcse < 0:
+            raise ValueError(f"--w_simcse must be >= 0, got {w_simcse}")
         self.teacher = teacher
         self.w_distill = float(w_distill)
+        self.w_simcse = float(w_simcse)  # read by the training task, which runs the second text forward
 
     def objective(self, t: Tensor, s: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
