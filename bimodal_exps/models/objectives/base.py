@@ -66,7 +66,8 @@ class DistillLoss(ContrastiveLoss):
     """Base of the objectives: picks teacher t and student s from the global batch and gates the state update.
 
     `uni_directional` objectives detach every teacher-side quantity, so the teacher tower gets exactly zero
-    gradient. `w_simcse` > 0 asks the training task for ITRA's SimCSE term on the captions. Subclasses implement `objective(t, s) -> (value, stats)` and, when stateful, `update(t, s, finite)`.
+    gradient. `w_simcse` > 0 asks the training task for ITRA's SimCSE term on the captions. Subclasses
+    implement `objective(t, s) -> (value, stats)` and, when stateful, `update(t, s, finite)`.
     """
 
     uni_directional = False
@@ -83,6 +84,7 @@ class DistillLoss(ContrastiveLoss):
         self.w_simcse = float(w_simcse)  # read by the training task, which runs the second text forward
 
     def objective(self, t: Tensor, s: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """(L, extra stats) from the global teacher rows t and student rows s, both [B, d]."""
         raise NotImplementedError
 
     def update(self, t: Tensor, s: Tensor, finite: Tensor) -> None:

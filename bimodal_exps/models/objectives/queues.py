@@ -29,6 +29,7 @@ class _QueueLoss(DistillLoss):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def initial_queue(self) -> Tensor:
+        """The K×d starting content of every queue."""
         raise NotImplementedError
 
 

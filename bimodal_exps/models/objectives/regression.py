@@ -1,4 +1,4 @@
-"""Bi-directional feature-matching objectives: SimReg (L2, L1, smooth L1), VICReg, Barlow Twins (docs/losses.md §15)."""
+"""Bi-directional feature matching: SimReg (L2, L1, smooth L1), VICReg, Barlow Twins (docs/losses.md §15)."""
 from __future__ import annotations
 
 import torch

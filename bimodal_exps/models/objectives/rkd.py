@@ -12,7 +12,7 @@ ANGLE_CHUNK_ELEMENTS = 1 << 24  # ≈ 64 MB of fp32 per chunk of the B³ angle t
 
 
 def normalised_distances(x: Tensor) -> Tensor:
-    """Pairwise Euclidean distances (diagonal 0, floor 1e-12 under the root) divided by their off-diagonal mean."""
+    """Pairwise Euclidean distances (diagonal 0, floor 1e-12 under the root) over their off-diagonal mean."""
     sq = x.pow(2).sum(dim=1)
     dist = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(1e-12).sqrt()
     off = ~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
