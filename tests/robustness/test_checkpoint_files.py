@@ -17,13 +17,7 @@ import pytest
 import torch
 
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from robustness_helpers import CLIP_PY, TINY, data_flags, error_lines, load, run_in_process
-
-
-def one_error_line(text: str) -> str:
-    lines = error_lines(text)
-    assert len(lines) == 1, text[-3000:]
-    return lines[0]
+from robustness_helpers import CLIP_PY, TINY, data_flags, load, run_in_process, single_error_line
 
 
 # Where a truncated copy of a good checkpoint ends, as a function of the good file's length.
@@ -63,7 +57,7 @@ def test_evaluating_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(shapes
     path = bad_files[case]
     code = run_in_process(f"{data_flags(shapes)} {TINY} --output_dir {tmp_path} --evaluate --checkpoint {path}")
     assert code == 1
-    assert str(path) in one_error_line(capsys.readouterr().err)
+    assert str(path) in single_error_line(capsys.readouterr().err)
     assert not (tmp_path / "eval_results.json").exists()
 
 
@@ -82,7 +76,7 @@ def test_resuming_from_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(sha
     path = bad_files[case]
     code = run_in_process(f"{data_flags(shapes)} {TINY} --epochs 1 --output_dir {tmp_path} --resume {path}")
     assert code == 1
-    assert str(path) in one_error_line(capsys.readouterr().err)
+    assert str(path) in single_error_line(capsys.readouterr().err)
     assert not list(tmp_path.glob("*.pth"))
 
 
@@ -107,7 +101,7 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(sh
     out = small_tmpfs / "run"
     code = run_in_process(f"{data_flags(shapes)} {TINY} --epochs 1 --save_every_steps 4 --output_dir {out}")
     assert code == 1
-    message = one_error_line(capsys.readouterr().err)
+    message = single_error_line(capsys.readouterr().err)
     assert message.startswith(f"error: disk full or cannot write checkpoint {out}/checkpoint_1.pth: ")
     assert "unchanged" in message
     last = load(out / "checkpoint_last.pth")                                 # the step-4 checkpoint, intact
@@ -134,7 +128,7 @@ def test_file_size_limit_while_saving_is_one_line_and_keeps_the_previous_checkpo
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           preexec_fn=_limit_file_size(len(before) // 2))
     assert done.returncode == 1, done.stderr[-3000:]
-    message = one_error_line(done.stderr)
+    message = single_error_line(done.stderr)
     assert message.startswith(f"error: disk full or cannot write checkpoint {out}/checkpoint_last.pth: ")
     assert "Traceback" not in done.stderr
     assert (out / "checkpoint_last.pth").read_bytes() == before and not list(out.glob(".*.tmp"))

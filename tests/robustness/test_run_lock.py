@@ -17,18 +17,11 @@ import pytest
 import clip
 from engine import runlock
 from engine.runlock import LOCK_NAME, RunLock, RunLockError
-from robustness_helpers import TINY, data_flags, error_lines, load, run_in_process
+from robustness_helpers import TINY, data_flags, load, run_in_process, single_error_line
 
 BIMODAL = Path(clip.__file__).parent
 HOLD_LOCK = ("import sys; sys.path.insert(0, sys.argv[1]); from engine.runlock import RunLock; "
              "lock = RunLock(sys.argv[2]).acquire(); print('locked', flush=True); sys.stdin.read()")
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = error_lines(captured.err)
-    assert len(lines) == 1, captured.err[-3000:]
-    return lines[0]
 
 
 @pytest.fixture
@@ -48,7 +41,7 @@ def holder(tmp_path):
 def test_second_run_into_a_folder_in_use_is_refused_naming_the_holder(shapes, holder, capsys):
     out, proc = holder
     assert run_in_process(f"{data_flags(shapes)} {TINY} --epochs 1 --output_dir {out}") == 1
-    message = one_error_line(capsys)
+    message = single_error_line(capsys.readouterr().err)
     assert message.startswith(f"error: --output_dir {out} is in use by another run (host {socket.gethostname()}, "
                               f"pid {proc.pid}, started ")
     assert "choose another --output_dir" in message
@@ -127,7 +120,7 @@ def test_fresh_run_into_a_folder_with_checkpoints_asks_for_resume(shapes, tmp_pa
     (tmp_path / "checkpoint_3.pth").write_bytes(b"another run's")
     (tmp_path / "args.json").write_text("{\"theirs\": true}\n")
     assert run_in_process(f"{data_flags(shapes)} {TINY} --epochs 1 --output_dir {tmp_path}") == 1
-    message = one_error_line(capsys)
+    message = single_error_line(capsys.readouterr().err)
     assert message == (f"error: --output_dir {tmp_path} already holds another run's checkpoints (checkpoint_3.pth); "
                        f"pass --resume to continue that run, or choose a new --output_dir")
     assert (tmp_path / "args.json").read_text() == "{\"theirs\": true}\n"

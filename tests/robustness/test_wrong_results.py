@@ -9,16 +9,9 @@ import clip
 from engine.checkpoint import first_non_finite
 from engine.metrics import NEVER_RETRIEVED, retrieval_metrics, retrieval_ranks, topk_correct
 from engine.task import ContrastiveTask
-from robustness_helpers import TINY, data_flags, error_lines, load, run_in_process
+from robustness_helpers import TINY, data_flags, load, run_in_process, single_error_line
 
 IMG2TXT = [[0, 1], [2, 3], [4, 5]]  # 3 images, 2 captions each
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = error_lines(captured.err)
-    assert len(lines) == 1, captured.err[-3000:]
-    return lines[0]
 
 
 def test_nan_features_give_zero_recall_not_100():
@@ -85,7 +78,7 @@ def test_diverging_run_stops_with_one_line_and_reports_no_recall(shapes, tmp_pat
     """`--lr 1e30`: the weights stay finite (about 1e29) but every embedding is NaN."""
     code = run_in_process(f"{data_flags(shapes)} {TINY} --epochs 1 --lr 1e30 --output_dir {tmp_path}")
     assert code == 1
-    message = one_error_line(capsys)
+    message = single_error_line(capsys.readouterr().err)
     assert "NaN/Inf" in message and "--lr" in message and "no checkpoint was written" in message
     assert "R@1" not in capsys.readouterr().out
     assert not list(tmp_path.glob("*.pth")) and not (tmp_path / "log.txt").exists()
@@ -109,7 +102,7 @@ def test_non_finite_weights_keep_the_last_good_checkpoint(shapes, tmp_path, monk
     NaNWeightsFromStep8.calls = 0
     code = run_in_process(f"{data_flags(shapes)} {TINY} --epochs 2 --save_every_steps 4 --output_dir {tmp_path}")
     assert code == 1
-    message = one_error_line(capsys)
+    message = single_error_line(capsys.readouterr().err)
     assert "non-finite weights at epoch 1, iteration 2 (first: model.text_proj.weight" in message
     assert f"{tmp_path / 'checkpoint_last.pth'} is the last good checkpoint" in message
     last = load(tmp_path / "checkpoint_last.pth")            # epoch 1's end (step 6), not the NaN model of step 8
@@ -126,7 +119,7 @@ def test_a_checkpoint_with_nan_weights_is_refused(shapes, reference, tmp_path, c
                                    f"--epochs 1 --checkpoint {broken}")):
         out = tmp_path / f"out{index}"
         assert run_in_process(f"{data_flags(shapes)} {TINY} --output_dir {out} {flags}") == 1, flags
-        message = one_error_line(capsys)
+        message = single_error_line(capsys.readouterr().err)
         assert f"{broken}: non-finite weights (first: model.vision_proj.weight" in message, flags
         assert not (out / "eval_results.json").exists() and not list(out.glob("*.pth"))
 
@@ -134,6 +127,6 @@ def test_a_checkpoint_with_nan_weights_is_refused(shapes, reference, tmp_path, c
 def test_resume_with_checkpoint_is_a_usage_error_naming_both(tmp_path, capsys):
     code = run_in_process(f"--output_dir {tmp_path} --resume --checkpoint {tmp_path}/weights.pth")
     assert code == 1
-    message = one_error_line(capsys)
+    message = single_error_line(capsys.readouterr().err)
     assert message.startswith(f"error: --resume and --checkpoint {tmp_path}/weights.pth together")
     assert not (tmp_path / "args.json").exists()
