@@ -78,7 +78,7 @@ def evaluate_retrieval(model: torch.nn.Module, tokenizer: Tokenizer, dataset, de
     image_features, _ = encode_images(model, dataset, device, batch_size, workers)
     image_features = gather_shards(image_features, len(dataset), batch_size)
     refuse_non_finite_embeddings({"images": (non_finite_rows(image_features), len(image_features)),
-                       "captions": (non_finite_rows(text_features), len(text_features))})
+                                  "captions": (non_finite_rows(text_features), len(text_features))})
     return retrieval_metrics(image_features, text_features, dataset.img2txt)
 
 
@@ -107,7 +107,7 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer: Tokenizer, dataset, cla
     top1, top5, total, bad = all_reduce_sum(
         torch.cat([counts, counts.new_tensor([len(labels), non_finite_rows(image_features)])])).tolist()
     refuse_non_finite_embeddings({"zero-shot images": (int(bad), int(total)),
-                       "class prompts": (non_finite_rows(classifier.T), classifier.shape[1])})
+                                  "class prompts": (non_finite_rows(classifier.T), classifier.shape[1])})
     return {"zeroshot_top1": 100.0 * top1 / total, "zeroshot_top5": 100.0 * top5 / total}
 
 

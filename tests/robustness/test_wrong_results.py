@@ -3,10 +3,12 @@ diverged run stops with one line instead of reporting R@1 = 100, its last good c
 checkpoint with NaN weights is refused; `--resume` with `--checkpoint` is a usage error."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 import clip
-from engine.checkpoint import first_non_finite
+from engine.checkpoint import NonFiniteModel, first_non_finite
+from engine.evaluation import non_finite_rows, refuse_non_finite_embeddings
 from engine.metrics import NEVER_RETRIEVED, retrieval_metrics, retrieval_ranks, topk_correct
 from engine.task import ContrastiveTask
 from robustness_helpers import TINY, data_flags, load, run_in_process, single_error_line
@@ -64,6 +66,16 @@ def test_zero_shot_ties_count_against_and_nan_rows_are_never_correct():
                            [0.1, float("nan"), 0.2]])        # label 2 beats a NaN class: hit
     labels = torch.tensor([0, 0, 2, 1, 2])
     assert topk_correct(logits, labels, ks=(1, 2, 3, 5)).tolist() == [2.0, 3.0, 4.0, 4.0]
+
+
+def test_non_finite_embeddings_stop_the_evaluation_naming_how_many():
+    features = torch.ones(4, 3)
+    features[1, 2] = float("inf")
+    features[3, 0] = float("nan")
+    assert non_finite_rows(features) == 2 and non_finite_rows(torch.empty(0, 3)) == 0
+    refuse_non_finite_embeddings({"images": (0, 4)})
+    with pytest.raises(NonFiniteModel, match=r"embeds 2 of 4 zero-shot images and 1 of 10 class prompts to NaN/Inf"):
+        refuse_non_finite_embeddings({"zero-shot images": (2, 4), "class prompts": (1, 10)})
 
 
 def test_first_non_finite_names_the_parameter():
