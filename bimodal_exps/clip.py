@@ -25,13 +25,15 @@ from dataset.retrieval import RetrievalDataset  # noqa: E402
 from dataset.sampler import ResumableDistributedSampler  # noqa: E402
 from dataset.transforms import build_retrieval_transform, build_train_transform, build_zeroshot_transform  # noqa: E402
 from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # noqa: E402
-from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
-from engine.distributed import (DistEnv, DistributedSetupError, abort_process, init_distributed,  # noqa: E402
-                                local_device, shutdown_distributed, silence_non_main)
+from engine.checkpoint import (CheckpointError, NonFiniteModel, load_checkpoint, load_state_strict,  # noqa: E402
+                               refuse_non_finite)
+from engine.distributed import (DistEnv, DistributedSetupError, abort_process, broadcast_from_main,  # noqa: E402
+                                init_distributed, local_device, shutdown_distributed, silence_non_main)
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import format_results_table, write_eval_logs  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
+from engine.runlock import RunLock, RunLockError  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
@@ -41,8 +43,8 @@ from models.gcl.state import SampleIdError  # noqa: E402
 from models.losses import LOSS_HPARAMS, build_loss  # noqa: E402
 from models.pretrained import PretrainedWeightsError  # noqa: E402
 
-USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps,
-               DistributedSetupError, SampleIdError)
+USER_ERRORS = (UsageError, DataError, CheckpointError, NonFiniteModel, PretrainedWeightsError,
+               TooManySkippedSteps, DistributedSetupError, SampleIdError, RunLockError)
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -91,6 +93,7 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
         model.compile_towers(args.compile)
     checkpoint = load_checkpoint(args.checkpoint, required=("model",))
     load_state_strict(model, checkpoint["model"], "model", args.checkpoint)
+    refuse_non_finite({"model": model}, args.checkpoint)
     evaluator = build_evaluator(args, create_tokenizer(model_config), device)
     retrieval, zeroshot = evaluator.run(model)
     results = {**retrieval, **zeroshot}
@@ -150,6 +153,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
                           args.checkpoint)
+        refuse_non_finite({"model": model}, args.checkpoint)
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
     hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
@@ -186,6 +190,44 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
         stop_signal.uninstall()
 
 
+def claim_output_dir(args, output_dir: Path, env: DistEnv) -> RunLock | None:
+    """Rank 0 creates `--output_dir`, takes its run lock, refuses a fresh run over another run's checkpoints
+    and writes args.json; the other ranks wait for it and stop too when it fails. Returns rank 0's lock."""
+    lock, failure = None, None
+    if env.is_main:
+        try:
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                lock = RunLock(output_dir).acquire()
+                if lock.note:
+                    print(f"note: {lock.note}")
+                refuse_fresh_run_over_checkpoints(args, output_dir)
+                write_json(output_dir / "args.json", _plain_args(args))
+            except OSError as error:
+                raise UsageError(f"--output_dir {output_dir}: cannot write ({error.strerror})") from None
+        except (UsageError, RunLockError) as error:
+            if lock is not None:
+                lock.release()
+            failure = error
+    message = broadcast_from_main(str(failure) if failure else None)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise RunLockError(f"rank {env.rank}: stopping, rank 0 could not prepare --output_dir {output_dir}")
+    return lock
+
+
+def refuse_fresh_run_over_checkpoints(args, output_dir: Path) -> None:
+    """A training run without --resume must not overwrite the checkpoints another run left in its folder."""
+    if args.evaluate or args.resume is not None:
+        return
+    found = sorted(path.name for path in output_dir.glob("checkpoint_*.pth"))
+    if found:
+        shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+        raise UsageError(f"--output_dir {output_dir} already holds another run's checkpoints ({shown}); pass "
+                         f"--resume to continue that run, or choose a new --output_dir")
+
+
 def _plain_args(args) -> dict:
     """Args as JSON-able plain data (checkpoints must load with weights_only=True)."""
     return json.loads(json.dumps(vars(args), default=str))
@@ -200,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     env = DistEnv()
     requeue = False
+    lock = None
     try:
         args, notes = parse_args(argv)
         requeue = args.requeue_on_preempt
@@ -212,11 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if env.is_main:
             for note in notes:
                 print(f"note: {note}")
-            try:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                write_json(output_dir / "args.json", _plain_args(args))
-            except OSError as error:
-                raise UsageError(f"--output_dir {output_dir}: cannot write ({error.strerror})") from None
+        lock = claim_output_dir(args, output_dir, env)
         seed_everything(args.seed + env.rank)
         if args.evaluate:
             evaluate_only(args, device, output_dir, env.is_main)
@@ -237,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rank {env.rank}: unhandled {type(error).__name__}; ending this process", file=sys.stderr)
         traceback.print_exc()
         code = 1
+    finally:
+        if lock is not None:
+            lock.release()
     if code == 1 and env.distributed:
         abort_process(code)
     shutdown_distributed()

@@ -11,6 +11,11 @@ ITA_TYPE=${ITA_TYPE:-isogclr_new}
 start=$(date +%s)
 "$PYTHON" bimodal_exps/build_demo_data.py --source "$DEMO_SOURCE" --out "$DEMO_DIR"
 source=$(cat "$DEMO_DIR/SOURCE")
+# clip.py refuses a fresh run into a folder holding another run's checkpoints; the demo starts over instead.
+if [[ -f "$DEMO_OUT/args.json" ]]; then
+    echo "note: removing the earlier demo run in $DEMO_OUT (set DEMO_OUT=DIR to keep it)"
+    rm -rf "$DEMO_OUT"
+fi
 "$PYTHON" bimodal_exps/clip.py --config "configs/demo_${source}.yaml" \
     --data_path "$DEMO_DIR/datasets" --ann_path "$DEMO_DIR/clip_train" \
     --output_dir "$DEMO_OUT" --ita_type "$ITA_TYPE" "$@"

@@ -94,6 +94,10 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
         raise UsageError(f"--train_frac must be in (0, 1] (got {args.train_frac})")
     if args.evaluate and not args.checkpoint:
         raise UsageError("--evaluate needs --checkpoint PATH (a checkpoint_<epoch>.pth written by training)")
+    if args.resume is not None and args.checkpoint:
+        raise UsageError(f"--resume and --checkpoint {args.checkpoint} together: --resume restores the weights with "
+                         "the rest of the run's state; drop --checkpoint to continue the run, or --resume to start a "
+                         "new run from the checkpoint's weights")
     if args.dataset_type == "auto":
         args.dataset_type = "webdataset" if args.train_data and ".tar" in args.train_data else "json"
     warnings.extend(_check_webdataset(args))

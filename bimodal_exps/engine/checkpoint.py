@@ -33,11 +33,37 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
+class NonFiniteModel(RuntimeError):
+    """The weights or the embeddings hold NaN/Inf (a diverged run): the model is neither evaluated nor saved."""
+
+
+def first_non_finite(modules: dict[str, torch.nn.Module]) -> str | None:
+    """Name (`<prefix>.<parameter>`) of the first parameter holding NaN/Inf, None when all are finite.
+
+    Only parameters: some buffers (the losses' log-domain state) hold -inf on purpose.
+    """
+    named = [(f"{prefix}.{name}", param) for prefix, module in modules.items()
+             for name, param in module.named_parameters()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(param.detach()).all() for _, param in named]).tolist()  # one host sync
+    return next((name for (name, _), ok in zip(named, finite) if not ok), None)
+
+
+def refuse_non_finite(modules: dict[str, torch.nn.Module], source: Path | str) -> None:
+    """CheckpointError when weights loaded from `source` hold NaN/Inf (a checkpoint of a diverged run)."""
+    name = first_non_finite(modules)
+    if name is not None:
+        raise CheckpointError(f"{source}: non-finite weights (first: {name} holds NaN/Inf); it was written by a "
+                              f"diverged run, use an earlier checkpoint")
+
+
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """Write `obj` to `path` so that `path` is either the old complete file or the new complete file.
 
-    An OS error (disk full, quota, permissions) becomes a CheckpointError naming the file; the previous
-    file is left as it was and the temporary file is removed.
+    A write error (disk full, file size limit, quota, permissions) becomes a CheckpointError naming the
+    file; the previous file is left as it was and the temporary file is removed. torch's zip writer reports
+    a failed write as a RuntimeError, not an OSError, so both are caught.
     """
     path = Path(path)
     tmp_name = None
@@ -49,14 +75,23 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
             os.fsync(handle.fileno())
         crashpoints.during_save()
         os.replace(tmp_name, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         _discard(tmp_name)
-        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; "
-                              f"the checkpoint files already there are unchanged") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else _first_line(error)
+        raise CheckpointError(f"disk full or cannot write checkpoint {path}: {reason}; the checkpoint files "
+                              f"already there are unchanged") from None
     except BaseException:
         _discard(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message without torch's `[enforce fail at …]` prefix, or
+    its type name when the message is empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", lines[0]) if lines else ""
+    return text or type(error).__name__
 
 
 def _discard(tmp_name: str | None) -> None:
@@ -86,18 +121,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, Any]:
-    """Read a checkpoint with `weights_only=True`; a clear CheckpointError for anything else, including a
-    file that lacks one of the `required` top-level keys."""
+    """Read a checkpoint with `weights_only=True`; a one-line CheckpointError naming the file for anything
+    else (not found, empty, text, truncated, a zip of something else, pickled objects), including a file
+    that lacks one of the `required` top-level keys."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"refusing to load {path}: it holds objects that are not plain data "
-                              f"(weights_only loading failed: {str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"refusing to load {path}: it holds objects that are not plain data, or is not a "
+                              f"checkpoint (weights_only loading failed: {_first_line(error)})") from None
+    except Exception as error:  # torch.load of a file that is not a checkpoint can raise nearly anything
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(error)} (not a complete checkpoint "
+                              f"file written by torch.save)") from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     missing = sorted(set(required) - set(checkpoint))
@@ -150,6 +189,9 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: Path | str) -> None:
     """load_state_dict that fails with the lists of missing/unexpected/mismatched keys."""
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(f"{source}: the {what} is not a mapping of names to tensors (not a checkpoint of "
+                              f"this project?)")
     own = module.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
                   if k in own and v.shape != own[k].shape]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -209,6 +210,15 @@ def gather_shards(local: torch.Tensor, total: int, align: int = 1) -> torch.Tens
     parts = [torch.empty_like(padded) for _ in range(world_size)]
     dist.all_gather(parts, padded)
     return torch.cat(parts)[:total]
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's `value` (picklable) on every rank; a collective, so it also waits for rank 0."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.zeroshot import ZeroShotBenchmark
+from engine.checkpoint import NonFiniteModel
 from engine.distributed import all_reduce_sum, gather_shards, shard_range
 from engine.metrics import retrieval_metrics, topk_correct
 
@@ -50,6 +51,22 @@ def encode_images(model: torch.nn.Module, dataset: Dataset, device: torch.device
     return torch.cat(features), torch.cat(extras)
 
 
+def non_finite_rows(features: torch.Tensor) -> int:
+    """How many embeddings (rows) hold a NaN/Inf."""
+    return int((~torch.isfinite(features)).any(dim=1).sum().item()) if features.numel() else 0
+
+
+def refuse_non_finite_embeddings(counts: dict[str, tuple[int, int]]) -> None:
+    """NonFiniteModel when any embedding is NaN/Inf: the model diverged, its metrics would be meaningless.
+
+    `counts` maps what was embedded ("images") to (non-finite rows, rows).
+    """
+    bad = [f"{bad} of {total} {what}" for what, (bad, total) in counts.items() if bad]
+    if bad:
+        raise NonFiniteModel(f"the model embeds {' and '.join(bad)} to NaN/Inf (its weights are too large or "
+                             f"non-finite: the run diverged; lower --lr or set --grad_clip)")
+
+
 @torch.no_grad()
 def evaluate_retrieval(model: torch.nn.Module, tokenizer: Tokenizer, dataset, device: torch.device,
                        batch_size: int = 128, workers: int = 2, text_batch_size: int = 256) -> dict[str, float]:
@@ -60,6 +77,8 @@ def evaluate_retrieval(model: torch.nn.Module, tokenizer: Tokenizer, dataset, de
                                                text_batch_size), len(dataset.text), text_batch_size)
     image_features, _ = encode_images(model, dataset, device, batch_size, workers)
     image_features = gather_shards(image_features, len(dataset), batch_size)
+    refuse_non_finite_embeddings({"images": (non_finite_rows(image_features), len(image_features)),
+                                  "captions": (non_finite_rows(text_features), len(text_features))})
     return retrieval_metrics(image_features, text_features, dataset.img2txt)
 
 
@@ -85,7 +104,10 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer: Tokenizer, dataset, cla
     classifier = zeroshot_classifier(model, tokenizer, classnames, templates, device)
     image_features, labels = encode_images(model, dataset, device, batch_size, workers)
     counts = topk_correct(image_features @ classifier, labels.to(device), ks=(1, 5))
-    top1, top5, total = all_reduce_sum(torch.cat([counts, counts.new_tensor([len(labels)])])).tolist()
+    top1, top5, total, bad = all_reduce_sum(
+        torch.cat([counts, counts.new_tensor([len(labels), non_finite_rows(image_features)])])).tolist()
+    refuse_non_finite_embeddings({"zero-shot images": (int(bad), int(total)),
+                                  "class prompts": (non_finite_rows(classifier.T), classifier.shape[1])})
     return {"zeroshot_top1": 100.0 * top1 / total, "zeroshot_top5": 100.0 * top5 / total}
 
 

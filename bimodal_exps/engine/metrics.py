@@ -1,7 +1,10 @@
 """Evaluation metrics computed from embeddings: image-text retrieval recall and zero-shot accuracy.
 
-Ranks come straight from the full similarity matrix (no ALBEF-style top-k re-ranking): the rank of a
-query is the number of candidates scoring strictly higher than its best ground-truth candidate.
+Ranks come straight from the full similarity matrix (no top-k re-ranking trick). They are pessimistic:
+the rank of a query is the number of wrong candidates scoring at least as high as its best ground-truth
+candidate, so a tie counts against the query (collapsed embeddings give recall near 0, not 100). A
+non-finite score (NaN/Inf features of a diverged model) counts as the worst score, and a query whose own
+ground-truth score is non-finite is never a hit at any k.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Sequence
 import torch
 
 RECALL_KS = (1, 5, 10)
+NEVER_RETRIEVED = torch.iinfo(torch.long).max  # the rank of a query whose ground-truth score is non-finite
 
 
 def _txt2img_tensor(img2txt: Sequence[Sequence[int]], num_texts: int, device: torch.device) -> torch.Tensor:
@@ -19,6 +23,18 @@ def _txt2img_tensor(img2txt: Sequence[Sequence[int]], num_texts: int, device: to
     if (txt2img < 0).any():
         raise ValueError("every caption must belong to exactly one image (img2txt leaves captions unassigned)")
     return txt2img.to(device)
+
+
+def pessimistic_ranks(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Per row, the rank of its best positive: how many negatives score >= it (ties count against it).
+
+    `positive` is a boolean mask of `scores`' shape. Non-finite scores rank below every finite one; a row
+    whose best positive is non-finite gets NEVER_RETRIEVED, beyond any k.
+    """
+    scores = scores.masked_fill(~torch.isfinite(scores), float("-inf"))
+    best_positive = scores.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
+    ranks = ((scores >= best_positive) & ~positive).sum(dim=1)
+    return ranks.masked_fill(torch.isinf(best_positive.squeeze(1)), NEVER_RETRIEVED)
 
 
 @torch.no_grad()
@@ -37,13 +53,13 @@ def retrieval_ranks(
     for start in range(0, image_features.shape[0], chunk_size):
         sims = image_features[start:start + chunk_size] @ text_features.T
         rows = torch.arange(start, start + sims.shape[0], device=device)
-        best_positive = sims.masked_fill(txt2img[None, :] != rows[:, None], float("-inf")).amax(dim=1)
-        i2t[start:start + chunk_size] = (sims > best_positive[:, None]).sum(dim=1)
+        i2t[start:start + chunk_size] = pessimistic_ranks(sims, txt2img[None, :] == rows[:, None])
     t2i = torch.empty(text_features.shape[0], dtype=torch.long, device=device)
+    images = torch.arange(image_features.shape[0], device=device)
     for start in range(0, text_features.shape[0], chunk_size):
         sims = text_features[start:start + chunk_size] @ image_features.T
-        positive = sims.gather(1, txt2img[start:start + chunk_size, None])
-        t2i[start:start + chunk_size] = (sims > positive).sum(dim=1)
+        positive = images[None, :] == txt2img[start:start + chunk_size, None]
+        t2i[start:start + chunk_size] = pessimistic_ranks(sims, positive)
     return i2t, t2i
 
 
@@ -52,7 +68,7 @@ def retrieval_metrics(
     text_features: torch.Tensor,
     img2txt: Sequence[Sequence[int]],
 ) -> dict[str, float]:
-    """COCO-style recall@{1,5,10} both ways in percent (txt_* image→text, img_*, r_mean)."""
+    """COCO-style recall@{1,5,10} both ways in percent: txt_r* (image->text), img_r*, their means, r_mean."""
     i2t, t2i = retrieval_ranks(image_features, text_features, img2txt)
     result: dict[str, float] = {}
     for prefix, ranks in (("txt", i2t), ("img", t2i)):
@@ -64,10 +80,12 @@ def retrieval_metrics(
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
-    """[len(ks)] float64 counts of rows whose label is among the k highest logits (k capped at #classes).
+    """[len(ks)] float64 counts of rows whose label ranks within the first k (k capped at #classes).
 
-    Stays on the logits' device, so accumulating it over batches needs no host sync.
+    Ranks are pessimistic as in retrieval: classes tying with the label count against it, and a row whose
+    label logit is non-finite (a NaN row) is never correct. Stays on the logits' device, so accumulating it
+    over batches needs no host sync.
     """
-    max_k = min(max(ks), logits.shape[1])
-    hits = logits.topk(max_k, dim=1).indices == labels[:, None]
-    return torch.stack([hits[:, : min(k, max_k)].any(dim=1).sum() for k in ks]).to(torch.float64)
+    positive = torch.nn.functional.one_hot(labels, logits.shape[1]).bool()
+    ranks = pessimistic_ranks(logits, positive)
+    return torch.stack([(ranks < min(k, logits.shape[1])).sum() for k in ks]).to(torch.float64)

@@ -20,8 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from engine import crashpoints
-from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, check_resume_keys, link_atomic, load_checkpoint,
-                               load_state_strict, prune_numbered, remove_stale_temporaries, restore_rng_state,
+from engine.checkpoint import (FORMAT_VERSION, CheckpointError, NonFiniteModel, capture_rng_state,
+                               check_resume_keys, first_non_finite, link_atomic, load_checkpoint, load_state_strict,
+                               prune_numbered, refuse_non_finite, remove_stale_temporaries, restore_rng_state,
                                save_atomic)
 from engine.distributed import barrier, world
 from engine.evaluation import EvalSuite
@@ -102,15 +103,20 @@ def resume(run: Run, path: str) -> None:
     check_resume_keys(ckpt, path)
     load_state_strict(run.model, ckpt["model"], "model", path)
     load_state_strict(run.loss_fn, ckpt["loss"], "loss state", path)
-    run.optimizers.main.load_state_dict(ckpt["optimizer"])
-    if run.optimizers.own is not None:
-        run.optimizers.own.load_state_dict(ckpt["optimizers_extra"]["own"])
-    if run.schedule.scheduler is not None and ckpt.get("scheduler"):
-        run.schedule.scheduler.load_state_dict(ckpt["scheduler"])
-    run.scaler.load_state_dict(ckpt["scaler"])
-    restore_rng_state(ckpt["rng"])
-    run.start_epoch = int(ckpt["epoch"])
-    run.start = _resume_point(run, ckpt.get("mid_epoch"), path)
+    try:
+        run.optimizers.main.load_state_dict(ckpt["optimizer"])
+        if run.optimizers.own is not None:
+            run.optimizers.own.load_state_dict(ckpt["optimizers_extra"]["own"])
+        if run.schedule.scheduler is not None and ckpt.get("scheduler"):
+            run.schedule.scheduler.load_state_dict(ckpt["scheduler"])
+        run.scaler.load_state_dict(ckpt["scaler"])
+        restore_rng_state(ckpt["rng"])
+        run.start_epoch = int(ckpt["epoch"])
+        run.start = _resume_point(run, ckpt.get("mid_epoch"), path)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: the training state cannot be restored ({type(error).__name__}: "
+                              f"{error}); was it written by this project's clip.py?") from None
+    refuse_non_finite({"model": run.model, "loss": run.loss_fn}, path)
     print(f"resumed from {path}: {run.start_epoch} epoch(s)"
           + (f" and {run.start.iteration} step(s) of epoch {run.start_epoch}" if run.start.iteration else "") + " done")
 
@@ -141,6 +147,21 @@ def _resume_point(run: Run, mid_epoch: dict[str, Any] | None, path: str) -> Epoc
     return EpochStart()
 
 
+def check_finite_weights(run: Run, where: str) -> None:
+    """Raise NonFiniteModel naming the first NaN/Inf parameter of the model or loss (a diverged model is
+    never evaluated, nor saved over the last good checkpoint)."""
+    name = first_non_finite({"model": run.model, "loss": run.loss_fn})
+    if name is not None:
+        raise NonFiniteModel(f"non-finite weights {where} (first: {name} holds NaN/Inf): the run diverged; lower "
+                             f"--lr or set --grad_clip; {_last_good(run)}")
+
+
+def _last_good(run: Run) -> str:
+    """Which checkpoint a run that stops for a diverged model leaves (it never saves the diverged state)."""
+    last = run.output_dir / "checkpoint_last.pth"
+    return f"{last} is the last good checkpoint" if last.is_file() else "no checkpoint was written"
+
+
 def _save(run: Run, epochs_done: int, numbered: bool) -> None:
     payload = checkpoint_payload(run, epochs_done)
     last = run.output_dir / "checkpoint_last.pth"
@@ -169,6 +190,7 @@ def save_position(run: Run, epoch: int, iteration: int) -> Path:
 
     Every rank takes part (the RNG gather), rank 0 writes, all ranks wait for it. Returns the path.
     """
+    check_finite_weights(run, f"at epoch {epoch}, iteration {iteration}")
     last = run.output_dir / "checkpoint_last.pth"
     rng = _rng_of_every_rank()
     if world()[0] == 0:
@@ -227,11 +249,15 @@ def fit(run: Run) -> dict[str, float]:
         except TooManySkippedSteps as stop:
             stop.checkpoint = str(save_position(run, stop.epoch, stop.iteration))
             raise
+        check_finite_weights(run, f"after epoch {epoch}")
         record: dict[str, Any] = {"epoch": epoch, "lr": train_stats.pop("lr"),
                                   **{f"train_{k}": v for k, v in train_stats.items()}}
         last_epoch = epoch + 1 == run.epochs
         if last_epoch or (run.eval_freq and (epoch + 1) % run.eval_freq == 0):
-            final_metrics = evaluate_and_log(run, record)
+            try:
+                final_metrics = evaluate_and_log(run, record)
+            except NonFiniteModel as error:
+                raise NonFiniteModel(f"after epoch {epoch}, {error}; {_last_good(run)}") from None
             record.update(final_metrics)
         if rank == 0:
             append_jsonl(run.output_dir / "log.txt", record)

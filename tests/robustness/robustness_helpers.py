@@ -56,3 +56,10 @@ def assert_same_training_state(expected: Path, actual: Path) -> None:
 def error_lines(stderr: str) -> list[str]:
     """The lines clip.py printed as its error (library warnings filtered out)."""
     return [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+
+
+def single_error_line(stderr: str) -> str:
+    """clip.py's error line, asserting there is exactly one (a user's mistake never ends in more)."""
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
