@@ -1,6 +1,6 @@
 """Local-only pretrained weights: cache locations, offline guard, state-dict reading and key alignment.
 
-The project never downloads (spec D7). Everything here resolves files that already exist on disk and
+The project never downloads. Everything here resolves files that already exist on disk and
 turns every failure into a `PretrainedWeightsError` that says where it looked and how to provide weights.
 """
 from __future__ import annotations
