@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import shlex
 
-import pytest
 import torch
 
 import clip

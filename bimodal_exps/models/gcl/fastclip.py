@@ -1,4 +1,6 @@
 """FastCLIP's four temperature schemes as hook sets on the GCL core (docs/losses.md §9).
+Paper: Wei et al., "FastCLIP: A Suite of Optimization Techniques to Accelerate CLIP Training with Limited
+Resources" (2024).
 
 All versions use the negatives-only normaliser, the FastCLIP γ schedule (γ = 1 in epoch 0) and the
 log-domain state. Gradient conventions, F_δ = mean_i log g^δ_i:
@@ -29,8 +31,8 @@ V3_TAU_THRESHOLD = 0.03
 
 
 class FastCLIPLoss(GCLLoss):
-    """FastCLIP: what the four versions share: γ schedule (cosine, γ = 1 in epoch 0), ρ, features that see ½∇log g.
-    Paper: Wei et al., "FastCLIP: A Suite of Optimization Techniques to Accelerate CLIP Training with Limited Resources" (2024).
+    """FastCLIP: what the four versions share (γ schedule with γ = 1 in epoch 0, ρ, features that see ½∇log g).
+    Paper: Wei et al., "FastCLIP" (2024; full title in the module docstring).
 
     The features' coefficient on the τ-scaled surrogate is ½/τ (v0–v2); each version sets the anchor τ.
     """
@@ -52,7 +54,7 @@ class FastCLIPLoss(GCLLoss):
 
 class FastCLIPv1Loss(FastCLIPLoss):
     """FastCLIP v1: a constant τ (`temp`).
-    Paper: Wei et al., "FastCLIP: A Suite of Optimization Techniques to Accelerate CLIP Training with Limited Resources" (2024).
+    Paper: Wei et al., "FastCLIP" (2024; full title in the module docstring).
     """
 
     def __init__(self, num_samples: int, temp: float = 0.07, **kw: object) -> None:
@@ -68,7 +70,7 @@ class FastCLIPv1Loss(FastCLIPLoss):
 
 class FastCLIPv2Loss(FastCLIPLoss):
     """FastCLIP v2: a τ per sample and modality, updated by an Adam-like rule (`temperature.FastCLIPv2Rule`).
-    Paper: Wei et al., "FastCLIP: A Suite of Optimization Techniques to Accelerate CLIP Training with Limited Resources" (2024).
+    Paper: Wei et al., "FastCLIP" (2024; full title in the module docstring).
     """
 
     default_rho = 7.0
@@ -129,8 +131,8 @@ class _LearnedGlobalTau(FastCLIPLoss):
 
 
 class FastCLIPv0Loss(_LearnedGlobalTau):
-    """FastCLIP v0: a learned global τ = e^{−θ}; θ gets the full ∂(F_I + F_T)/∂θ (lr: the main one by default).
-    Paper: Wei et al., "FastCLIP: A Suite of Optimization Techniques to Accelerate CLIP Training with Limited Resources" (2024).
+    """FastCLIP v0: a learned global τ = e^{−θ}; θ gets the full ∂(F_I + F_T)/∂θ (at the main lr by default).
+    Paper: Wei et al., "FastCLIP" (2024; full title in the module docstring).
     """
 
     def extra_loss(self, step: Step, side: str, d: Direction) -> Tensor:
@@ -140,7 +142,7 @@ class FastCLIPv0Loss(_LearnedGlobalTau):
 
 class FastCLIPv3Loss(_LearnedGlobalTau):
     """FastCLIP v3: a learned global τ on the RGCL-g objective; features get τ·½∇(F_I + F_T).
-    Paper: Wei et al., "FastCLIP: A Suite of Optimization Techniques to Accelerate CLIP Training with Limited Resources" (2024).
+    Paper: Wei et al., "FastCLIP" (2024; full title in the module docstring).
 
     τ gets the v3 rule through a term linear in τ.
     """
