@@ -129,13 +129,11 @@ class GCLLoss(StatefulLoss):
     def fraction_at_tau_min(self) -> float | None:
         """Share of the visited samples' τ_i (both sides) at the rule's τ_min; None without per-sample τ.
 
-        Costs one host sync; the engine calls it once per epoch.
+        One host sync; the engine calls it once per epoch.
         """
         if self.tau_rule is None:
             return None
-        at_min = seen = 0
-        for s in SIDES:
-            visited = torch.isfinite(getattr(self, f"log_u_{s}"))
-            at_min += int((getattr(self, f"tau_{s}")[visited] <= self.tau_rule.tau_min).sum())
-            seen += int(visited.sum())
-        return at_min / seen if seen else 0.0
+        visited = torch.stack([torch.isfinite(getattr(self, f"log_u_{s}")) for s in SIDES])
+        at_min = visited & (torch.stack([getattr(self, f"tau_{s}") for s in SIDES]) <= self.tau_rule.tau_min)
+        seen, low = torch.stack([visited.sum(), at_min.sum()]).tolist()
+        return low / seen if seen else 0.0

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Batch, LossOutput
+from .candidates import SIDES
 from .core import GCLLoss, Step
 from .estimator import Direction
 from .temperature import FastCLIPv2Rule, check_tau_range
@@ -64,8 +65,7 @@ class FastCLIPv1Loss(FastCLIPLoss):
         self.temp = float(temp)
 
     def anchor_tau(self, step: Step) -> dict[str, Tensor]:
-        tau = step.batch.img.new_full((), self.temp)
-        return {"img": tau, "txt": tau}
+        return dict.fromkeys(SIDES, step.batch.img.new_full((), self.temp))
 
 
 class FastCLIPv2Loss(FastCLIPLoss):
@@ -126,8 +126,7 @@ class _LearnedGlobalTau(FastCLIPLoss):
         return super()._compute(batch)
 
     def anchor_tau(self, step: Step) -> dict[str, Tensor]:
-        tau = torch.exp(-self.logit_scale.to(step.batch.img.dtype))
-        return {"img": tau, "txt": tau}
+        return dict.fromkeys(SIDES, torch.exp(-self.logit_scale.to(step.batch.img.dtype)))
 
 
 class FastCLIPv0Loss(_LearnedGlobalTau):

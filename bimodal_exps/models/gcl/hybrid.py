@@ -9,6 +9,7 @@ from torch import Tensor
 
 from . import collectives
 from .base import Batch, LossOutput
+from .candidates import SIDES
 from .core import GCLLoss, Step
 from .estimator import NORMALIZERS, Direction, Normaliser
 from .regularizers import off_diagonal_cov, variance_hinge
@@ -76,8 +77,7 @@ class HybridSogCLRLoss(GCLLoss):
         pos = (batch.img * batch.txt).sum(dim=1, keepdim=True)
         sigma = global_similarity_std(step.h["img"].detach(), pos.detach(), self.unbiased_std)
         step.stats["sim_std"] = sigma
-        tau_t = self.tau0 * (1.0 + torch.tanh(sigma))
-        return {"img": tau_t, "txt": tau_t}
+        return dict.fromkeys(SIDES, self.tau0 * (1.0 + torch.tanh(sigma)))
 
     def normaliser(self, step: Step) -> Normaliser:
         return Normaliser.named(self.gcl_normalizer, step.batch.size)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .candidates import SIDES
 from .core import GCLLoss, Step
 from .estimator import NORMALIZERS, Normaliser
 from .regularizers import off_diagonal_cov, variance_hinge
-from .temperature import ISogCLRRule, check_tau_range
+from .temperature import ISogCLRRule, TauRule, check_tau_range
 
 
 class SogCLRLoss(GCLLoss):
@@ -21,7 +22,7 @@ class SogCLRLoss(GCLLoss):
     def __init__(self, num_samples: int, temp: float = 0.01, sogclr_gamma: float = 0.8,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
                  state_init: str = "first_visit", gcl_normalizer: str = "negatives",
-                 dist_mode: str = "autograd", tau_rule: ISogCLRRule | None = None,
+                 dist_mode: str = "autograd", tau_rule: TauRule | None = None,
                  tau_init: float | None = None) -> None:
         super().__init__(num_samples, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
                          dist_mode=dist_mode, tau_rule=tau_rule, tau_init=tau_init)
@@ -33,8 +34,7 @@ class SogCLRLoss(GCLLoss):
         self.gcl_normalizer = gcl_normalizer
 
     def anchor_tau(self, step: Step) -> dict[str, Tensor]:
-        tau = step.batch.img.new_full((), self.temp)
-        return {"img": tau, "txt": tau}
+        return dict.fromkeys(SIDES, step.batch.img.new_full((), self.temp))
 
     def normaliser(self, step: Step) -> Normaliser:
         return Normaliser.named(self.gcl_normalizer, step.batch.size)
