@@ -226,12 +226,23 @@ def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]
     return {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot}
 
 
+def warn_if_tau_at_floor(loss_fn: torch.nn.Module, epoch: int) -> bool:
+    """Print one warning line when more than half of the visited per-sample τ sit at --tau_min; True if printed."""
+    fraction = loss_fn.fraction_at_tau_min()
+    if fraction is None or fraction <= 0.5:
+        return False
+    print(f"warning: after epoch {epoch}, {fraction:.0%} of the per-sample temperatures sit at --tau_min; a smaller "
+          "τ step size (--eta_init, or --lr_tau for fastclip_v2) keeps them off the floor (docs/losses.md §5)")
+    return True
+
+
 def fit(run: Run) -> dict[str, float]:
     """Train epochs [start_epoch, epochs); return the final evaluation metrics."""
     rank, _ = world()
     if rank == 0 and (stale := remove_stale_temporaries(run.output_dir)):
         print(f"removed {len(stale)} incomplete checkpoint file(s) left by an interrupted save")
     final_metrics: dict[str, float] = {}
+    tau_floor_warned = False
     for epoch in range(run.start_epoch, run.epochs):
         seed_everything(run.seed + rank + 1000 * epoch)
         run.sampler.set_epoch(epoch)
@@ -259,6 +270,8 @@ def fit(run: Run) -> dict[str, float]:
             except NonFiniteModel as error:
                 raise NonFiniteModel(f"after epoch {epoch}, {error}; {_last_good(run)}") from None
             record.update(final_metrics)
+        if rank == 0 and not tau_floor_warned:
+            tau_floor_warned = warn_if_tau_at_floor(run.loss_fn, epoch)
         if rank == 0:
             append_jsonl(run.output_dir / "log.txt", record)
             _save(run, epoch + 1, numbered=last_epoch or (epoch + 1) % run.save_freq == 0)

@@ -1,4 +1,4 @@
-"""Loss registry: `--ita_type` names (decision D1), hyper-parameter flags and `build_loss`.
+"""Loss registry: `--ita_type` names (docs/losses.md lists each loss), hyper-parameter flags and `build_loss`.
 
 The CLI generates its loss flags from `LOSS_HPARAMS` (defaults and help live here only) and warns
 about explicitly set flags outside `used_hparams(ita_type)`. A default of None means "the loss's own
@@ -9,15 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from models.gcl.base import DIST_MODES, ContrastiveLoss, GCLLoss, LossOutput
+from models.gcl.base import DIST_MODES, ContrastiveLoss, LossOutput
 from models.gcl.clip_loss import CLIPLoss
+from models.gcl.core import GCLLoss
 from models.gcl.estimator import NORMALIZERS, STATE_INITS
-from models.gcl.fastclip import LR_TAU_SCHEDULERS, V3_TAU_GRADS, FastCLIPLoss
+from models.gcl.fastclip import (LR_TAU_SCHEDULERS, V3_TAU_GRADS, FastCLIPv0Loss, FastCLIPv1Loss, FastCLIPv2Loss,
+                                 FastCLIPv3Loss)
 from models.gcl.hybrid import HYBRID_STD, HybridSogCLRLoss
-from models.gcl.isogclr import ISogCLRLoss, TempNetLoss
+from models.gcl.isogclr import ISogCLRLoss
 from models.gcl.schedules import ETA_COSINE_KINDS, ETA_SCHEDULES, GAMMA_SCHEDULES
 from models.gcl.sogclr import InfoSogCLRLoss, SogCLRLoss
-from models.gcl.tempnet import TEMPNET_DESIGNS
+from models.gcl.tempnet import TEMPNET_DESIGNS, TempNetLoss
 from models.objectives.base import TEACHERS
 from models.objectives.prototypes import DINOLoss, ProtoCPCLoss
 from models.objectives.queues import CompRessLoss, SEEDLoss
@@ -205,10 +207,10 @@ _BUILDERS: dict[str, Callable[..., ContrastiveLoss]] = {
     "infosogclr": InfoSogCLRLoss,
     "sogclr_v2_mine": lambda n, **kw: InfoSogCLRLoss(n, **{"std_coeff": 5.0, **kw}),
     "hybrid": HybridSogCLRLoss,
-    "fastclip_v0": lambda n, **kw: FastCLIPLoss(n, version=0, **kw),
-    "fastclip_v1": lambda n, **kw: FastCLIPLoss(n, version=1, **kw),
-    "fastclip_v2": lambda n, **kw: FastCLIPLoss(n, version=2, **kw),
-    "fastclip_v3": lambda n, **kw: FastCLIPLoss(n, version=3, **kw),
+    "fastclip_v0": FastCLIPv0Loss,
+    "fastclip_v1": FastCLIPv1Loss,
+    "fastclip_v2": FastCLIPv2Loss,
+    "fastclip_v3": FastCLIPv3Loss,
     "simreg": lambda n, **kw: SimRegLoss("l2", **kw),
     "simreg_l1": lambda n, **kw: SimRegLoss("l1", **kw),
     "simreg_smoothl1": lambda n, **kw: SimRegLoss("smoothl1", **kw),

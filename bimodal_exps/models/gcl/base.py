@@ -1,20 +1,21 @@
-"""Shared plumbing of every loss: fp32 math, the distributed layout (D4) and per-sample state (D3).
+"""Shared plumbing of every loss: fp32 math, the distributed layout and per-sample state (docs/losses.md §11).
 
 `ContrastiveLoss.forward` disables autocast, promotes the features to fp32 (fp64 stays fp64, which
 the tests use), all-gathers them and hands a `Batch` to `_compute`. Each rank computes only its b local
 anchor rows against the B global candidates; the per-rank loss is a mean over local anchors, so DDP's
-gradient averaging yields the single-process gradient of the global batch (losses spec §9).
+gradient averaging yields the single-process gradient of the global batch.
 
 Two distributed modes (`dist_mode`, identical in a single process):
 * `autograd`: the gather's backward sums the candidate gradients over ranks (a reduce-scatter, or an
   all-reduce on gloo, of B×d feature gradients).
-* `fastclip`: the gather carries no gradient; the loss adds FastCLIP's candidate part (`candidates.py`,
-  §6.2) computed from the row terms' per-anchor scalars, which travel in the state all-gather, so the
-  backward performs no collective. Terms of the whole global batch (regularisers) use `Batch.replicated`.
+* `fastclip`: the gather carries no gradient; the loss adds FastCLIP's candidate part (`candidates.py`)
+  computed from the row terms' per-anchor scalars, which travel in the state all-gather, so the backward
+  performs no collective. Terms of the whole global batch (regularisers) use `Batch.replicated`.
 
-`GCLLoss` adds the per-sample state: registered 1-D buffers of length `num_samples`, read at the
-local anchors' ids and written, after an all-gather of (ids, new rows), into every replica with the
-deterministic last-occurrence rule; rows with non-finite values are skipped and counted.
+`StatefulLoss` adds the per-sample state: registered float64 1-D buffers of length `num_samples`, read at
+the local anchors' ids and written, after an all-gather of (ids, new rows), into every replica with the
+deterministic last-occurrence rule; rows with non-finite values are skipped and counted. The GCL loop
+built on it is `core.GCLLoss`.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from . import collectives
 from .candidates import CandidateView, RowTerm, candidate_loss, pack
-from .estimator import STATE_INITS, Direction, Normaliser, gcl_direction, reset_mask
+from .estimator import STATE_DTYPE, STATE_INITS, Direction, Normaliser, gcl_direction, reset_mask
 from .schedules import gamma_at
 from .state import check_ids, write_rows
 
@@ -65,6 +66,7 @@ class Batch:
         """(e_loc·Ẑᵀ [b, B], z_loc·Êᵀ [b, B]); kept, because the candidate part reuses their values transposed."""
         return self.img @ self.all_txt.T, self.txt @ self.all_img.T
 
+    @cached_property
     def differences(self) -> tuple[Tensor, Tensor]:
         """h^I [b, B] (image anchors vs texts) and h^T [b, B] (text anchors vs images), S_ij − S_ii."""
         pos = (self.img * self.txt).sum(dim=1, keepdim=True)
@@ -127,6 +129,10 @@ class ContrastiveLoss(nn.Module):
         """Learning rate of the "own" groups during `epoch`, from their initial lr (constant by default)."""
         return base_lr
 
+    def fraction_at_tau_min(self) -> float | None:
+        """Share of the visited per-sample temperatures at their lower bound; None without per-sample τ."""
+        return None
+
     def forward(self, image_features: Tensor, text_features: Tensor, ids: Tensor) -> LossOutput:
         if image_features.dim() != 2 or image_features.shape != text_features.shape:
             raise ValueError(f"expected two [b, d] feature tensors of equal shape, got "
@@ -164,8 +170,12 @@ class ContrastiveLoss(nn.Module):
         raise NotImplementedError
 
 
-class GCLLoss(ContrastiveLoss):
-    """A loss with per-sample state keyed by pair id and a γ-averaged normaliser estimate."""
+class StatefulLoss(ContrastiveLoss):
+    """A loss with per-sample state keyed by pair id and a γ-averaged normaliser estimate.
+
+    The buffers are float64 (a few numbers per sample); a checkpoint with float32 buffers (older runs)
+    loads into them, `load_state_dict` casting each value.
+    """
 
     def __init__(self, num_samples: int, fields: dict[str, float], sogclr_gamma: float,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
@@ -185,27 +195,27 @@ class GCLLoss(ContrastiveLoss):
         self.state_init = state_init
         self.gamma_one_at_epoch0 = gamma_one_at_epoch0
         for name, init in fields.items():
-            self.register_buffer(name, torch.full((self.num_samples,), float(init)))
+            self.register_buffer(name, torch.full((self.num_samples,), float(init), dtype=STATE_DTYPE))
         self.register_buffer("nonfinite_total", torch.zeros((), dtype=torch.long))
         gamma_at(0, self.sogclr_gamma, gamma_schedule, 1)  # validate early
 
     @property
     def gamma(self) -> float:
-        """γ of the current epoch (FastCLIP schedule, losses spec §6.4)."""
+        """γ of the current epoch (docs/losses.md §2, γ schedules)."""
         decay = self.gamma_decay_epochs if self.gamma_decay_epochs is not None else max(1, self.num_epochs // 2)
         return gamma_at(self.epoch, self.sogclr_gamma, self.gamma_schedule, decay, self.gamma_one_at_epoch0)
 
     def _checked_ids(self, ids: Tensor, device: torch.device) -> Tensor:
         return check_ids(ids, self.num_samples).to(device)
 
-    def read(self, name: str, ids: Tensor, dtype: torch.dtype) -> Tensor:
-        """State `name` at `ids` in the compute dtype."""
-        return getattr(self, name)[ids].to(dtype)
+    def read(self, name: str, ids: Tensor) -> Tensor:
+        """State `name` at `ids`, float64."""
+        return getattr(self, name)[ids].to(STATE_DTYPE)
 
     def direction(self, h: Tensor, batch: Batch, tau: Tensor, log_u_name: str, normaliser: Normaliser,
                   gamma: float, log_cap: float | None = None) -> Direction:
         """Run the shared estimator for one direction with the stored ℓ of `log_u_name`."""
-        log_u_old = self.read(log_u_name, batch.ids, h.dtype)
+        log_u_old = self.read(log_u_name, batch.ids)
         reset = reset_mask(log_u_old, self.state_init, self.epoch)
         return gcl_direction(h, batch.pos_col, tau, log_u_old, normaliser, gamma, reset, log_cap)
 

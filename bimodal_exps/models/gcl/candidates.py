@@ -1,4 +1,4 @@
-"""FastCLIP's "candidate part" of the distributed loss (losses spec §6.2, §9: `dist_mode = fastclip`).
+"""FastCLIP's "candidate part" of the distributed loss (`dist_mode = fastclip`, docs/losses.md §11).
 
 With `dist_mode="fastclip"` every rank all-gathers the features *without* autograd, so its local anchor
 rows send gradients only to the anchor side (the row features and the positive pair). The gradient the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-ANCHORS = ("img", "txt")
+SIDES = ("img", "txt")  # the two anchor modalities: image anchors vs texts, text anchors vs images
 SCALARS_PER_TERM = 3  # ℓ, τ, coef
 
 
@@ -47,11 +47,11 @@ class RowTerm:
     log_cap: float | None = None
 
     def __post_init__(self) -> None:
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        if self.anchor not in SIDES:
+            raise ValueError(f"anchor must be one of {SIDES}, got {self.anchor!r}")
 
     def scalars(self) -> Tensor:
-        """[b, 3] detached (ℓ, τ, coef) of the local anchors, in ℓ's dtype."""
+        """[b, 3] detached (ℓ, τ, coef) of the local anchors, in ℓ's dtype (float64 for the GCL state)."""
         parts = (self.log_u, self.tau, self.coef)
         return torch.stack([p.detach().to(self.log_u.dtype).expand_as(self.log_u) for p in parts], dim=1)
 
@@ -70,7 +70,7 @@ def candidate_weights(block: Tensor, anchor_pos: Tensor, pos_col: Tensor, term: 
     anchors; pos_col: [b] global column of each local candidate's own pair; scalars: [B, 3] gathered
     (ℓ, τ, coef) of the global anchors.
     """
-    log_u, tau, coef = scalars.unbind(dim=1)
+    log_u, tau, coef = scalars.to(block.dtype).unbind(dim=1)
     x = (block.detach() - anchor_pos) / tau
     if term.log_cap is not None:
         x.clamp_(max=term.log_cap)

@@ -1,4 +1,4 @@
-"""CLIP / InfoNCE (losses spec §2)."""
+"""CLIP / InfoNCE (docs/losses.md §3)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .base import Batch, ContrastiveLoss, LossOutput
-from .candidates import RowTerm
+from .candidates import SIDES, RowTerm
 
 LEARNABLE_TEMP_RANGE = (0.001, 0.5)
 
@@ -44,9 +44,9 @@ class CLIPLoss(ContrastiveLoss):
         else:
             tau = batch.img.new_full((), self.temp)
         loss, terms = 0.0, []
-        for side, h in zip(("img", "txt"), batch.differences()):
+        for side, h in zip(SIDES, batch.differences):
             # CE at the positive = LSE_j(h_ij/τ) (h_ii = 0): every candidate, the positive included, enters
-            # through S_ij alone, so the candidate part covers all of them (§6.2 with the positive kept)
+            # through S_ij alone, so the candidate part covers all of them (docs/losses.md §11, positive kept)
             lse = torch.logsumexp(h / tau, dim=1)
             loss = loss + 0.5 * lse.mean()
             terms.append(RowTerm(side, lse.detach(), tau.detach(), 0.5 / tau.detach(), mask_positive=False))

@@ -1,4 +1,4 @@
-"""The few collectives the losses need (losses spec §9, decision D4).
+"""The few collectives the losses need (docs/losses.md §11).
 
 Every function is the identity (or a no-op) when torch.distributed is not initialised or the world
 has one rank, so the losses run unchanged in a single process. Gathered tensors are concatenated
@@ -30,7 +30,7 @@ class _AllGatherSumBackward(torch.autograd.Function):
 
     Every rank's loss depends on every rank's features (as candidates), so the gradient of the sum
     of the per-rank losses w.r.t. the local features is the reduce-scatter of the gathered-feature
-    gradients (OpenCLIP `gather_with_grad`, losses spec §2 "Distributed").
+    gradients (OpenCLIP `gather_with_grad`, docs/losses.md §11).
     """
 
     @staticmethod

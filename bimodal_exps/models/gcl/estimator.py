@@ -1,4 +1,4 @@
-"""The one GCL estimator every stateful loss uses (losses spec §1.3–1.5, §8.3).
+"""The one GCL estimator every stateful loss uses (docs/losses.md §2; the α normaliser of §7).
 
 For anchor i with temperature τ_i, scaled differences x_ij = sg(h_ij)/τ_i over the global candidates
 j (the positive column excluded) and the normaliser
@@ -12,7 +12,7 @@ the moving average is kept in the log domain, ℓ_i = log u_i:
 
 The normaliser covers every variant in one formula:
 * negatives only (SogCLR, iSogCLR, TempNet, FastCLIP):   pos_mass = 0,        neg_coef = 1/(B−1)
-* positive mass α (InfoSogCLR §8):                        pos_mass = α,        neg_coef = (1−α)/(B−1)
+* positive mass α (InfoSogCLR):                           pos_mass = α,        neg_coef = (1−α)/(B−1)
 * ISOG positive-included parity (B terms over B−1):       pos_mass = 1/(B−1),  neg_coef = 1/(B−1)
 
 The surrogate whose gradient is used is neg_coef·Σ_j w_ij·y_ij with y = h (τ-scaled) or y = h/τ with
@@ -21,7 +21,7 @@ the temperature's gradient (log-scaled); ∇ = (τ/u)·∇ĝ, i.e. ∇(τ·log �
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ from torch import Tensor
 from .candidates import RowTerm
 
 STATE_INITS = ("first_visit", "zero", "epoch0")
+STATE_DTYPE = torch.float64  # ℓ and the per-row scalars derived from it (docs/losses.md §2)
 NORMALIZERS = ("negatives", "positive_included")
 
 
@@ -68,15 +69,20 @@ class Normaliser:
 class Direction:
     """Result of one direction (image→text or text→image) for the local anchors."""
 
-    log_u: Tensor      # [b] updated ℓ = log u (the value to store)
-    weights: Tensor    # [b, B] detached w_ij, 0 at the positive column
+    log_u: Tensor      # [b] updated ℓ = log u (the value to store), float64
+    weights: Tensor    # [b, B] detached w_ij in the compute dtype, 0 at the positive column
     neg_coef: float
-    tau: Tensor        # [b] anchor temperatures used for x = h/τ
+    tau: Tensor        # [b] anchor temperatures used for x = h/τ, in the compute dtype
+    h: Tensor          # [b, B] the differences the weights were computed from (any grad state)
     log_cap: float | None = None
+    _weighted_h: Tensor | None = field(default=None, repr=False)
 
-    def surrogate(self, y: Tensor) -> Tensor:
-        """[b] neg_coef·Σ_j w_ij·y_ij: its gradient is the GCL gradient (value meaningless)."""
-        return self.neg_coef * torch.einsum("ij,ij->i", self.weights, y)
+    def surrogate(self, y: Tensor | None = None) -> Tensor:
+        """[b] neg_coef·Σ_j w_ij·y_ij (y = h by default): its gradient is the GCL gradient (value meaningless)."""
+        out = self.neg_coef * torch.einsum("ij,ij->i", self.weights, self.h if y is None else y)
+        if y is None:
+            self._weighted_h = out.detach()
+        return out
 
     def row_term(self, anchor: str, coef: Tensor | float = 1.0) -> RowTerm:
         """The candidate-part description of `coef·surrogate(h)` in a loss (`anchor`: "img" or "txt").
@@ -87,17 +93,24 @@ class Direction:
         coef = torch.as_tensor(coef, dtype=self.log_u.dtype, device=self.log_u.device) * self.neg_coef
         return RowTerm(anchor, self.log_u, self.tau, coef, log_cap=self.log_cap)
 
-    def mean_x(self, h: Tensor, tau: Tensor) -> Tensor:
-        """[b] E_{p_i}[h/τ] = neg_coef·Σ_j w_ij·x_ij (the positive has h = 0), detached."""
-        return self.neg_coef * torch.einsum("ij,ij->i", self.weights, h.detach()) / tau
+    @property
+    def weighted_h(self) -> Tensor:
+        """[b] neg_coef·Σ_j w_ij·h_ij, detached: the value of `surrogate()`, reused when it was computed."""
+        if self._weighted_h is None:
+            self._weighted_h = self.neg_coef * torch.einsum("ij,ij->i", self.weights, self.h.detach())
+        return self._weighted_h
 
-    def rgcl_grad(self, h: Tensor, tau: Tensor, rho: Tensor | float) -> Tensor:
-        """[b] G_i = ∂/∂τ_i [τ_i·log g_i + ρτ_i] estimated as ℓ_i + ρ − E_{p_i}[h/τ] (§4.1, §8.4)."""
-        return self.log_u + rho - self.mean_x(h, tau)
+    def mean_x(self) -> Tensor:
+        """[b] E_{p_i}[h/τ] = neg_coef·Σ_j w_ij·x_ij (the positive has h = 0), detached, float64."""
+        return self.weighted_h.to(STATE_DTYPE) / self.tau.to(STATE_DTYPE)
+
+    def rgcl_grad(self, rho: Tensor | float) -> Tensor:
+        """[b] G_i = ∂/∂τ_i [τ_i·log g_i + ρτ_i] estimated as ℓ_i + ρ − E_{p_i}[h/τ] (docs/losses.md §5), float64."""
+        return self.log_u + rho - self.mean_x()
 
 
 def reset_mask(log_u_old: Tensor, state_init: str, epoch: int) -> Tensor:
-    """Anchors whose ℓ is set to L_i instead of averaged (losses spec §1.5).
+    """Anchors whose ℓ is set to L_i instead of averaged (docs/losses.md §2, first visit).
 
     `first_visit`: ℓ is −inf (never written).  `epoch0`: every anchor during epoch 0.
     `zero`: none (u = 0 at init, so the first visit gives u = γ·ĝ).
@@ -126,7 +139,10 @@ def gcl_direction(h: Tensor, pos_col: Tensor, tau: Tensor, log_u_old: Tensor, no
     h: [b, B] differences S_ij − S_ii (any grad state; only its value is used here), pos_col: [b]
     column of each anchor's positive, tau: [b] anchor temperatures, log_u_old: [b] stored ℓ.
     `log_cap` clamps x from above (HybridSogCLR parity: exp capped at 1e3).
+    The [b, B] work stays in h's dtype; ℓ and the per-row scalars are float64, so the weights'
+    factor exp(max_j x_ij − ℓ_i) keeps its precision when ℓ is large (ℓ ≈ 30 at small τ).
     """
+    tau = tau.to(h.dtype)
     # one [b, B] buffer, updated in place: x -> exp(x − max) -> weights
     x = h.detach() / tau.unsqueeze(1)
     if log_cap is not None:
@@ -134,9 +150,10 @@ def gcl_direction(h: Tensor, pos_col: Tensor, tau: Tensor, log_u_old: Tensor, no
     x.scatter_(1, pos_col.unsqueeze(1), -math.inf)
     row_max = x.amax(dim=1)
     weights = x.sub_(row_max.unsqueeze(1)).exp_()
-    log_g = weights.sum(dim=1).log_() + row_max + math.log(normaliser.neg_coef)
+    row_max = row_max.to(STATE_DTYPE)
+    log_g = weights.sum(dim=1).to(STATE_DTYPE).log_() + row_max + math.log(normaliser.neg_coef)
     if normaliser.pos_mass > 0.0:
         log_g = torch.logaddexp(log_g, torch.full_like(log_g, math.log(normaliser.pos_mass)))
-    log_u = moving_average(log_u_old, log_g, gamma, reset)
-    weights.mul_(torch.exp(row_max - log_u).unsqueeze(1))  # exp(x − ℓ), bounded by (B−1)/γ
-    return Direction(log_u=log_u, weights=weights, neg_coef=normaliser.neg_coef, tau=tau, log_cap=log_cap)
+    log_u = moving_average(log_u_old.to(STATE_DTYPE), log_g, gamma, reset)
+    weights.mul_(torch.exp(row_max - log_u).to(weights.dtype).unsqueeze(1))  # exp(x − ℓ), bounded by (B−1)/γ
+    return Direction(log_u=log_u, weights=weights, neg_coef=normaliser.neg_coef, tau=tau, h=h, log_cap=log_cap)

@@ -1,4 +1,4 @@
-"""HybridSogCLR, corrected definition (losses spec §7.3) and its reference-parity mode (§7.1)."""
+"""HybridSogCLR, corrected definition and its reference-parity mode (docs/losses.md §8, §12)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,10 @@ import torch
 from torch import Tensor
 
 from . import collectives
-from .base import Batch, GCLLoss, LossOutput
-from .estimator import NORMALIZERS, Normaliser
+from .base import Batch, LossOutput
+from .candidates import SIDES
+from .core import GCLLoss, Step
+from .estimator import NORMALIZERS, Direction, Normaliser
 from .regularizers import off_diagonal_cov, variance_hinge
 
 HYBRID_STD = ("unbiased", "population")
@@ -36,7 +38,7 @@ def global_similarity_std(h: Tensor, pos: Tensor, unbiased: bool) -> Tensor:
 
 class HybridSogCLRLoss(GCLLoss):
     """SogCLR at the adaptive global temperature τ_t = τ₀·(1 + tanh σ_t), σ_t the std of the batch cosine matrix.
-    Paper: HybridSogCLR (seed-000 project, losses spec §7), on SogCLR (Yuan et al., ICML'22).
+    Paper: none, defined in docs/losses.md §8; builds on SogCLR (Yuan et al., ICML'22).
 
     Optional VICReg terms on both modalities (off by default): std_coeff·Σ_m mean_k relu(1/√d − √(Var_k + 1e-4))
     + cov_coeff·Σ_m C(X_m). `hybrid_parity` reproduces the reference: positive-included normaliser, exp
@@ -51,8 +53,8 @@ class HybridSogCLRLoss(GCLLoss):
                  dist_mode: str = "autograd") -> None:
         if hybrid_parity:
             state_init, gcl_normalizer = "epoch0", "positive_included"
-        super().__init__(num_samples, {"log_u_img": -math.inf, "log_u_txt": -math.inf}, sogclr_gamma,
-                         gamma_schedule, gamma_decay_epochs, state_init, dist_mode=dist_mode)
+        super().__init__(num_samples, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
+                         dist_mode=dist_mode)
         if tau_init <= 0.0:
             raise ValueError(f"tau_init must be positive, got {tau_init}")
         if gcl_normalizer not in NORMALIZERS or hybrid_std not in HYBRID_STD:
@@ -61,34 +63,39 @@ class HybridSogCLRLoss(GCLLoss):
         self.gcl_normalizer = gcl_normalizer
         self.cov_coeff, self.std_coeff = float(cov_coeff), float(std_coeff)
         self.parity = hybrid_parity
+        self.log_cap = PARITY_LOG_CAP if hybrid_parity else None
         self.unbiased_std = hybrid_std == "unbiased"
 
     def _compute(self, batch: Batch) -> LossOutput:
         if self.parity:
             batch = dataclasses.replace(batch, ids=batch.ids.clamp(max=min(self.num_samples, PARITY_SLOTS) - 1))
-        h_img, h_txt = batch.differences()
+        return super()._compute(batch)
+
+    def anchor_tau(self, step: Step) -> dict[str, Tensor]:
+        """τ_t from the std of the global similarity matrix (no gradient), the same for every anchor."""
+        batch = step.batch
         pos = (batch.img * batch.txt).sum(dim=1, keepdim=True)
-        sigma = global_similarity_std(h_img.detach(), pos.detach(), self.unbiased_std)
-        tau_t = self.tau0 * (1.0 + torch.tanh(sigma))
-        tau = tau_t.expand(h_img.shape[0])
-        norm, gamma = Normaliser.named(self.gcl_normalizer, batch.size), self.gamma
-        cap = PARITY_LOG_CAP if self.parity else None
-        d_img = self.direction(h_img, batch, tau, "log_u_img", norm, gamma, cap)
-        d_txt = self.direction(h_txt, batch, tau, "log_u_txt", norm, gamma, cap)
-        # HYB's Base scale ½·(B−1)/(B·τ_t) in parity mode (τ_t carries no gradient)
-        scale = 0.5 * (batch.size - 1) / (batch.size * tau_t) if self.parity else 1.0
-        skipped, candidates = self.write(batch, {"log_u_img": d_img.log_u, "log_u_txt": d_txt.log_u},
-                                         [d_img.row_term("img", scale), d_txt.row_term("txt", scale)])
-        base = scale * (d_img.surrogate(h_img).mean() + d_txt.surrogate(h_txt).mean()) + candidates
+        sigma = global_similarity_std(step.h["img"].detach(), pos.detach(), self.unbiased_std)
+        step.stats["sim_std"] = sigma
+        return dict.fromkeys(SIDES, self.tau0 * (1.0 + torch.tanh(sigma)))
+
+    def normaliser(self, step: Step) -> Normaliser:
+        return Normaliser.named(self.gcl_normalizer, step.batch.size)
+
+    def feature_coef(self, step: Step, side: str, d: Direction) -> Tensor | float:
+        """HYB's Base scale ½·(B−1)/(B·τ_t) in parity mode (τ_t carries no gradient), else 1."""
+        if not self.parity:
+            return 1.0
+        size = step.batch.size
+        return 0.5 * (size - 1) / (size * step.tau[side])
+
+    def regulariser(self, step: Step) -> Tensor | float:
         if self.parity:
-            loss = base + batch.replicated(lambda img, txt: self._parity_terms(img, txt, tau_t))
-        elif self.cov_coeff or self.std_coeff:
-            loss = base + batch.replicated(self._vicreg)
-        else:
-            loss = base
-        stats = {"tau_img": tau_t, "tau_txt": tau_t, "sim_std": sigma, "gamma": tau_t.new_full((), gamma),
-                 "objective": tau_t * (d_img.log_u.mean() + d_txt.log_u.mean()), "nonfinite": skipped}
-        return LossOutput(loss, stats)
+            tau_t = step.tau["img"]
+            return step.batch.replicated(lambda img, txt: self._parity_terms(img, txt, tau_t))
+        if self.cov_coeff or self.std_coeff:
+            return step.batch.replicated(self._vicreg)
+        return 0.0
 
     def _vicreg(self, img: Tensor, txt: Tensor) -> Tensor:
         """std_coeff·Σ_m mean_k relu(1/√d − √(Var_k + 1e-4)) + cov_coeff·Σ_m C(X_m) on the global features."""

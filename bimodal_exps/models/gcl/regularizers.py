@@ -1,4 +1,4 @@
-"""Feature regularisers added to GCL losses (losses spec §7.3, §8.0).
+"""Feature regularisers added to GCL losses (docs/losses.md §7, §8).
 
 They act on the global features, identically on every rank (through `Batch.replicated`), so after
 DDP's averaging the resulting gradient is exactly that of the single-process batch in both dist modes.

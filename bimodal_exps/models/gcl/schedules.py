@@ -1,7 +1,7 @@
 """Per-epoch schedules of the loss knobs (epochs are 0-based).
 
-* γ, the inner learning rate of the moving average (losses spec §6.4).
-* η, the step size of iSogCLR's per-sample temperature update (losses spec §4.4).
+* γ, the inner learning rate of the moving average (docs/losses.md §2).
+* η, the step size of iSogCLR's per-sample temperature update (docs/losses.md §5).
 """
 from __future__ import annotations
 

@@ -1,17 +1,14 @@
-"""SogCLR and InfoSogCLR: GCL with a constant global temperature (losses spec §3, §8)."""
+"""SogCLR and InfoSogCLR: GCL with a constant global temperature (docs/losses.md §4, §7)."""
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
 
-from .base import Batch, GCLLoss, LossOutput
-from .estimator import NORMALIZERS, Direction, Normaliser
-from .isogclr import check_tau_range, individual_tau_step
+from .candidates import SIDES
+from .core import GCLLoss, Step
+from .estimator import NORMALIZERS, Normaliser
 from .regularizers import off_diagonal_cov, variance_hinge
-
-SIDES = ("img", "txt")
+from .temperature import ISogCLRRule, TauRule, check_tau_range
 
 
 class SogCLRLoss(GCLLoss):
@@ -25,61 +22,32 @@ class SogCLRLoss(GCLLoss):
     def __init__(self, num_samples: int, temp: float = 0.01, sogclr_gamma: float = 0.8,
                  gamma_schedule: str = "constant", gamma_decay_epochs: int | None = None,
                  state_init: str = "first_visit", gcl_normalizer: str = "negatives",
-                 dist_mode: str = "autograd", extra_fields: dict[str, float] | None = None) -> None:
-        super().__init__(num_samples, {"log_u_img": -math.inf, "log_u_txt": -math.inf, **(extra_fields or {})},
-                         sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init, dist_mode=dist_mode)
+                 dist_mode: str = "autograd", tau_rule: TauRule | None = None,
+                 tau_init: float | None = None) -> None:
+        super().__init__(num_samples, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
+                         dist_mode=dist_mode, tau_rule=tau_rule, tau_init=tau_init)
         if temp <= 0.0:
             raise ValueError(f"temp must be positive, got {temp}")
         if gcl_normalizer not in NORMALIZERS:
             raise ValueError(f"gcl_normalizer must be one of {NORMALIZERS}, got {gcl_normalizer!r}")
         self.temp = float(temp)
         self.gcl_normalizer = gcl_normalizer
-        self.rho = {s: 0.0 for s in SIDES}  # the objective is Σ_δ mean τ·(log g + ρ_δ); ρ matters with τ_i only
 
-    def normaliser(self, batch: int) -> Normaliser:
-        return Normaliser.named(self.gcl_normalizer, batch)
+    def anchor_tau(self, step: Step) -> dict[str, Tensor]:
+        return dict.fromkeys(SIDES, step.batch.img.new_full((), self.temp))
 
-    def regulariser(self, batch: Batch) -> tuple[Tensor | float, dict[str, Tensor]]:
-        """Extra loss term computed on the global features via `Batch.replicated` (none for SogCLR)."""
-        return 0.0, {}
-
-    def anchor_tau(self, side: str, batch: Batch, h: Tensor) -> Tensor:
-        """[b] temperatures of this rank's anchors in direction `side` (the constant `temp` here)."""
-        return h.new_full((h.shape[0],), self.temp)
-
-    def tau_update(self, side: str, batch: Batch, d: Direction, h: Tensor, tau: Tensor) -> dict[str, Tensor]:
-        """The anchors' per-sample τ state after this step, written with ℓ (none with a constant τ)."""
-        return {}
-
-    def _compute(self, batch: Batch) -> LossOutput:
-        h = dict(zip(SIDES, batch.differences()))
-        norm, gamma = self.normaliser(batch.size), self.gamma
-        loss, new, terms, stats = 0.0, {}, [], {}
-        objective = h["img"].new_zeros(())
-        for s in SIDES:
-            tau = self.anchor_tau(s, batch, h[s])
-            d = self.direction(h[s], batch, tau, f"log_u_{s}", norm, gamma)
-            new[f"log_u_{s}"] = d.log_u
-            new.update(self.tau_update(s, batch, d, h[s], tau))
-            terms.append(d.row_term(s))
-            loss = loss + d.surrogate(h[s]).mean()
-            objective = objective + (tau * (d.log_u + self.rho[s])).mean()
-            stats[f"tau_{s}"] = tau.mean()
-        skipped, candidates = self.write(batch, new, terms)
-        reg, reg_stats = self.regulariser(batch)
-        stats.update({"gamma": objective.new_full((), gamma), "objective": objective, "nonfinite": skipped,
-                      **reg_stats})
-        return LossOutput(loss + candidates + reg, stats)
+    def normaliser(self, step: Step) -> Normaliser:
+        return Normaliser.named(self.gcl_normalizer, step.batch.size)
 
 
 class InfoSogCLRLoss(SogCLRLoss):
     """SogCLR with positive mass α in the normaliser plus covariance (and variance) penalties on both modalities.
-    Paper: InfoSogCLR (seed-000 project, losses spec §8), building on SogCLR (ICML'22) and VICReg (ICLR'22).
+    Paper: none, defined in docs/losses.md §7; builds on SogCLR (ICML'22) and VICReg (Bardes et al., ICLR'22).
 
     loss = SogCLR_α + cov_coeff·[C(E) + C(Z)] + std_coeff·[V(E) + V(Z)]/2 on the gathered normalised
     features. α = 0 is SogCLR; α = 1/B (`info_alpha="batch"`) gives 2τ·∇CLIP at γ = 1. On unit-norm
     features the per-dimension std is about 1/√d, so the variance hinge (target 1) is always active.
-    `individual_tau` (§8.4) learns τ_i per sample and modality with iSogCLR's rule, G_i = ℓ_i + ρ − E_{p_i}[h/τ_i]
+    `individual_tau` learns τ_i per sample and modality with iSogCLR's rule, G_i = ℓ_i + ρ − E_{p_i}[h/τ_i]
     with p_i's mass α on the positive, a constant step η = `eta_init`, τ ∈ [tau_min, tau_max].
     """
 
@@ -89,42 +57,27 @@ class InfoSogCLRLoss(SogCLRLoss):
                  cov_coeff: float = 1.0, std_coeff: float = 0.0, dist_mode: str = "autograd",
                  individual_tau: bool = False, tau_init: float = 0.01, rho_I: float = 6.0, rho_T: float = 6.0,
                  eta_init: float = 0.03, beta_u: float = 0.9, tau_min: float = 0.005, tau_max: float = 0.05) -> None:
-        extra = {}
+        rule = None
         if individual_tau:
             check_tau_range(tau_min, tau_max, tau_init)
-            extra = {f"{k}_{s}": v for k, v in (("tau", tau_init), ("m", 0.0)) for s in SIDES}
+            rule = ISogCLRRule(eta_init=float(eta_init), beta_u=float(beta_u), tau_min=float(tau_min),
+                               tau_max=float(tau_max))
         super().__init__(num_samples, temp, sogclr_gamma, gamma_schedule, gamma_decay_epochs, state_init,
-                         dist_mode=dist_mode, extra_fields=extra)
+                         dist_mode=dist_mode, tau_rule=rule, tau_init=tau_init if individual_tau else None)
         self.info_alpha = parse_alpha(info_alpha)
         self.cov_coeff = float(cov_coeff)
         self.std_coeff = float(std_coeff)
-        self.individual_tau = bool(individual_tau)
-        if self.individual_tau:
+        if individual_tau:
             self.rho = {"img": float(rho_I), "txt": float(rho_T)}
-            self.eta, self.beta_u, self.tau_min, self.tau_max = (float(eta_init), float(beta_u), float(tau_min),
-                                                                 float(tau_max))
 
-    def anchor_tau(self, side: str, batch: Batch, h: Tensor) -> Tensor:
-        if not self.individual_tau:
-            return super().anchor_tau(side, batch, h)
-        return self.read(f"tau_{side}", batch.ids, h.dtype)
+    def normaliser(self, step: Step) -> Normaliser:
+        size = step.batch.size
+        return Normaliser.with_alpha(1.0 / size if self.info_alpha == "batch" else self.info_alpha, size)
 
-    def tau_update(self, side: str, batch: Batch, d: Direction, h: Tensor, tau: Tensor) -> dict[str, Tensor]:
-        if not self.individual_tau:
-            return {}
-        tau_new, m = individual_tau_step(tau, self.read(f"m_{side}", batch.ids, h.dtype),
-                                         d.rgcl_grad(h, tau, self.rho[side]), self.beta_u, self.eta,
-                                         self.tau_min, self.tau_max)
-        return {f"tau_{side}": tau_new, f"m_{side}": m}
-
-    def normaliser(self, batch: int) -> Normaliser:
-        alpha = 1.0 / batch if self.info_alpha == "batch" else self.info_alpha
-        return Normaliser.with_alpha(alpha, batch)
-
-    def regulariser(self, batch: Batch) -> tuple[Tensor | float, dict[str, Tensor]]:
-        cov, var = batch.replicated(_penalties).unbind()
-        reg = self.cov_coeff * cov + self.std_coeff * var
-        return reg, {"cov_penalty": cov.detach(), "var_penalty": var.detach()}
+    def regulariser(self, step: Step) -> Tensor:
+        cov, var = step.batch.replicated(_penalties).unbind()
+        step.stats.update({"cov_penalty": cov.detach(), "var_penalty": var.detach()})
+        return self.cov_coeff * cov + self.std_coeff * var
 
 
 def _penalties(img: Tensor, txt: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Per-sample state writes: id bounds, deterministic duplicates, non-finite skipping (losses spec §1.7).
+"""Per-sample state writes: id bounds, deterministic duplicates, non-finite skipping (docs/losses.md §2).
 
 State lives in 1-D buffers of length N (one slot per pair id, both directions keyed by the pair id).
 Rows are written in global rank-major order; when an id occurs several times in the global batch
@@ -12,14 +12,14 @@ from torch import Tensor
 
 
 class SampleIdError(IndexError):
-    """A pair id outside the per-sample state (D3: an error, never a silent clamp); one line for the CLI."""
+    """A pair id outside the per-sample state (an error, never a silent clamp); one line for the CLI."""
 
 
 def check_ids(ids: Tensor, num_samples: int) -> Tensor:
     """Validate pair ids ([b] integers in [0, N)) and return them as int64.
 
     Costs one device-to-host sync on accelerators (the price of a clear error instead of a
-    device-side assert or a silent clamp, decision D3).
+    device-side assert or a silent clamp).
     """
     if ids.dim() != 1:
         raise ValueError(f"ids must be a 1-D tensor of pair indices, got shape {tuple(ids.shape)}")

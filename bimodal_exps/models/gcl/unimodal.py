@@ -1,10 +1,10 @@
-"""Unimodal (two-view) contrastive losses: SogCLR's dynamic contrastive loss and SimCLR's NT-Xent (losses spec §3.4).
+"""Unimodal (two-view) contrastive losses: SogCLR's dynamic contrastive loss and SimCLR's NT-Xent (docs/losses.md §13).
 
 The two augmented views a, b of the same images are passed in the slots of the bimodal interface:
 `loss_fn(view_a, view_b, ids)` with local l2-normalised `[b, d]` features and int64 dataset indices.
 Under torch.distributed the base class all-gathers both views with the summing backward, so each rank
 computes its b local anchors against the 2B global candidates and DDP's gradient average is the exact
-single-process gradient (spec §9, unlike SOG1's gather, which dropped cross-rank candidate gradients).
+single-process gradient (docs/losses.md §11; unlike SOG1's gather, which dropped cross-rank candidate gradients).
 
 Anchor a_i (and symmetrically b_i) sees raw cosines l_ij to the candidates [b_1..b_B, a_1..a_B]; its
 positive is b_i and its own column a_i is excluded, which leaves 2(B−1) negatives.
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Batch, ContrastiveLoss, GCLLoss, LossOutput
+from .base import Batch, ContrastiveLoss, LossOutput, StatefulLoss
 from .estimator import Normaliser
 
 UNIMODAL_LOSS_TYPES = ("dcl", "simclr")
@@ -42,7 +42,7 @@ def _without_column(logits: Tensor, col: Tensor) -> Tensor:
     return logits.detach().scatter(1, col.unsqueeze(1), -math.inf)
 
 
-class UnimodalSogCLRLoss(GCLLoss):
+class UnimodalSogCLRLoss(StatefulLoss):
     """SogCLR (`--loss_type dcl`): per anchor T·log g_i − l_pos with g_i the dataset mean of exp(l_ij/T) over
     negatives, both views summed, averaged over anchors.
     Paper: Yuan et al., "Provable Stochastic Optimization for Global Contrastive Learning" (SogCLR, ICML'22).
