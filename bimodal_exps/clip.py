@@ -5,7 +5,6 @@ Run `python bimodal_exps/clip.py --help` for the flags.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -34,7 +33,8 @@ from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
-from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
+from engine.runtime import plain_args, resolve_device, seed_everything, write_args, write_json  # noqa: E402
+from engine.trainer import Run, fit, resume  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.gcl.state import SampleIdError  # noqa: E402
@@ -43,15 +43,6 @@ from models.pretrained import PretrainedWeightsError  # noqa: E402
 
 USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps,
                DistributedSetupError, SampleIdError)
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    if requested:
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {requested}: CUDA is not available on this machine")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resolve_amp(args, device: torch.device) -> torch.dtype | None:
@@ -77,10 +68,6 @@ def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
             zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform, args.legacy_classnames)
     return EvalSuite(tokenizer, device, retrieval_set, zeroshot, batch_size=args.batch_size_test,
                      zs_batch_size=args.zs_batch_size, workers=args.val_workers)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -> dict[str, float]:
@@ -159,7 +146,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
             task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
     optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
                                    args.lr_temp_net)
-    schedule = LRSchedule(optimizers.main, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
+    schedule = LRSchedule(optimizers, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
                           args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -170,7 +157,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
                              max_consecutive_skips=args.max_skipped_steps)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
-              args=_plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
+              args=plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
               eval_freq=args.eval_freq, save_every_steps=args.save_every_steps,
               keep_checkpoints=args.keep_checkpoints)
     try:
@@ -182,11 +169,6 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
         return fit(run)
     finally:
         stop_signal.uninstall()
-
-
-def _plain_args(args) -> dict:
-    """Args as JSON-able plain data (checkpoints must load with weights_only=True)."""
-    return json.loads(json.dumps(vars(args), default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if env.is_main:
             for note in notes:
                 print(f"note: {note}")
-            try:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                write_json(output_dir / "args.json", _plain_args(args))
-            except OSError as error:
-                raise UsageError(f"--output_dir {output_dir}: cannot write ({error.strerror})") from None
+            write_args(output_dir, plain_args(args), "--output_dir")
         seed_everything(args.seed + env.rank)
         if args.evaluate:
             evaluate_only(args, device, output_dir, env.is_main)

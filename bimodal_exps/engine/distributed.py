@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from models.gcl.collectives import rank_and_world
+
 DEFAULT_PORT_BASE = 20000  # MASTER_PORT under srun: DEFAULT_PORT_BASE + job id mod 20000 (jobs sharing a node differ)
 
 
@@ -173,15 +175,9 @@ def abort_process(exit_code: int) -> None:
     os._exit(exit_code)
 
 
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the current process group, (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def barrier() -> None:
-    if world()[1] > 1:
+    """Wait for every rank (nothing in a single process)."""
+    if rank_and_world()[1] > 1:
         dist.barrier()
 
 
@@ -193,14 +189,14 @@ def _rows_per_rank(total: int, world_size: int, align: int) -> int:
 def shard_range(total: int, align: int = 1) -> range:
     """Contiguous slice of `range(total)` owned by this rank; every slice but the last holds a multiple
     of `align` rows, so batches of `align` rows are the same as in a single process (exact evaluation)."""
-    rank, world_size = world()
+    rank, world_size = rank_and_world()
     per_rank = _rows_per_rank(total, world_size, align)
     return range(min(rank * per_rank, total), min((rank + 1) * per_rank, total))
 
 
 def gather_shards(local: torch.Tensor, total: int, align: int = 1) -> torch.Tensor:
     """Concatenate the per-rank shards of `shard_range(total, align)` back into `total` rows (one all_gather)."""
-    _, world_size = world()
+    _, world_size = rank_and_world()
     if world_size == 1:
         return local
     per_rank = _rows_per_rank(total, world_size, align)
@@ -210,9 +206,3 @@ def gather_shards(local: torch.Tensor, total: int, align: int = 1) -> torch.Tens
     dist.all_gather(parts, padded)
     return torch.cat(parts)[:total]
 
-
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if world()[1] > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values

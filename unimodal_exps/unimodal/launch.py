@@ -23,8 +23,8 @@ import torch.multiprocessing as mp
 
 from engine.distributed import (DistEnv, abort_process, detect_launcher, init_distributed,
                                 shutdown_distributed, silence_non_main)
+from engine.runtime import UsageError
 from unimodal.errors import USER_ERRORS
-from unimodal.options import UsageError
 
 Worker = Callable[[DistEnv, "Launch", argparse.Namespace], None]
 

@@ -8,7 +8,8 @@ from typing import Iterable
 import torch
 
 from engine.logger import RunningMeans
-from unimodal.runtime import autocast, finite_on_every_rank
+from engine.runtime import finite_on_every_rank
+from unimodal.runtime import autocast
 from unimodal.schedule import set_lr, warmup_cosine
 
 
