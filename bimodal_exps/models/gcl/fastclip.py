@@ -83,8 +83,8 @@ class FastCLIPLoss(GCLLoss):
         return [group]
 
     def own_lr(self, base_lr: float, epoch: int) -> float:
-        """`const`: lr_tau; `step_thresh`: lr_tau, divided by 3 while τ ≤ 0.03 (checked at each epoch start, so
-        the step loop needs no host sync; the reference checks every step)."""
+        """`const`: lr_tau; `step_thresh`: lr_tau, divided by 3 while τ ≤ 0.03 (the engine asks before every
+        step, as the reference checks; one host read of τ per step)."""
         if self.lr_tau_scheduler == "const":
             return base_lr
         tau = math.exp(-float(self.logit_scale.detach()))
