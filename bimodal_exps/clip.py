@@ -26,7 +26,7 @@ from dataset.transforms import build_retrieval_transform, build_train_transform,
 from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
 from engine.distributed import (DistEnv, DistributedSetupError, abort_process, init_distributed,  # noqa: E402
-                                local_device, shutdown_distributed, silence_non_main)
+                                local_device, shutdown_distributed, silence_non_main, wrap_ddp)
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import format_results_table, write_eval_logs  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
@@ -142,8 +142,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
-        task = torch.nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+        task = wrap_ddp(task, device)
     optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
                                    args.lr_temp_net)
     schedule = LRSchedule(optimizers, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,

@@ -149,6 +149,13 @@ def init_distributed(want: bool | None, device_type: str, world_size_flag: int |
     return env
 
 
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    """DDP over `module` on this process's device. Buffers are broadcast once, at construction, and never in
+    forward (`forward_sync_buffers=False`), so per-sample loss state stays each rank's own."""
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+
+
 def silence_non_main(env: DistEnv) -> None:
     """Only rank 0 prints progress and results: stdout of the other ranks goes to /dev/null (stderr stays)."""
     if not env.is_main:

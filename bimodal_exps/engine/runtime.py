@@ -1,5 +1,5 @@
 """Per-process helpers of every entry point (clip.py, unimodal_exps/train.py, unimodal_exps/lincls.py):
-the user-error type, the device, seeding, the rank-consistent finiteness check, and the flags as JSON."""
+the user-error type, the device, seeding, the rank-consistent finiteness check, autocast, the flags as JSON."""
 from __future__ import annotations
 
 import json
@@ -43,6 +43,11 @@ def finite_on_every_rank(loss: torch.Tensor) -> bool:
     if rank_and_world()[1] > 1:
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     return bool(finite.item())
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast context for `dtype` on `device` (None: disabled, fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def plain_args(args: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from engine.checkpoint import restore_rng_state
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
-from engine.runtime import finite_on_every_rank
+from engine.runtime import autocast, finite_on_every_rank
 
 
 @dataclass
@@ -99,8 +99,7 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     for iteration, batch in enumerate(progress, start=start.iteration):
         schedule.apply(epoch, iteration)
         images, tokens, ids = _to_device(batch, config.device)
-        with torch.autocast(config.device.type, dtype=config.amp_dtype or torch.float32,
-                            enabled=config.amp_dtype is not None):
+        with autocast(config.device, config.amp_dtype):
             out = task(images, tokens, ids)
         for opt in optimizers.all():
             opt.zero_grad(set_to_none=True)

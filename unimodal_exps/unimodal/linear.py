@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from engine.distributed import gather_shards, shard_range
 from engine.metrics import topk_correct
+from engine.runtime import autocast
 from models.gcl.collectives import all_reduce_sum, rank_and_world
-from unimodal.runtime import autocast
 
 TOPK = (1, 5)
 

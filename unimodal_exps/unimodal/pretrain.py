@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from engine.distributed import DistEnv, barrier, local_device
+from engine.distributed import DistEnv, barrier, local_device, wrap_ddp
 from engine.logger import append_jsonl
 from engine.runtime import UsageError, plain_args, resolve_device, seed_everything, write_args
 from models.gcl.unimodal import build_unimodal_loss
@@ -61,8 +61,7 @@ def pretrain_worker(env: DistEnv, launch: Launch, args: argparse.Namespace) -> N
     loss_fn = build_unimodal_loss(args.loss_type, num_images, temp=args.t, gamma=args.gamma).to(device)
     task = TwoViewTask(encoder, loss_fn)
     if env.distributed:
-        task = torch.nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+        task = wrap_ddp(task, device)
     peak_lr = scaled_lr(args.lr, args.batch_size, args.learning_rate_scaling)
     optimizer = create_lars(encoder, peak_lr, args.weight_decay, args.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

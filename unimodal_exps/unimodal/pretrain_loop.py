@@ -8,8 +8,7 @@ from typing import Iterable
 import torch
 
 from engine.logger import RunningMeans
-from engine.runtime import finite_on_every_rank
-from unimodal.runtime import autocast
+from engine.runtime import autocast, finite_on_every_rank
 from unimodal.schedule import set_lr, warmup_cosine
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from engine.distributed import DistEnv, barrier, local_device
+from engine.distributed import DistEnv, barrier, local_device, wrap_ddp
 from engine.logger import append_jsonl
 from engine.runtime import UsageError, plain_args, resolve_device, seed_everything, write_args, write_json
 from unimodal import linear
@@ -64,8 +64,7 @@ def _fit_augmented(backbone: nn.Module, head: nn.Module, train_set: Dataset, val
                         pin_memory=config.device.type == "cuda", persistent_workers=config.workers > 0)
     model = head
     if env.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            head, device_ids=[config.device.index] if config.device.type == "cuda" else None)
+        model = wrap_ddp(head, config.device)
     optimizer = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=args.momentum, weight_decay=args.weight_decay)
     history = []
     for epoch in range(args.epochs):

@@ -1,5 +1,5 @@
-"""Per-process choices of the unimodal scripts: autocast precision (device, seeding and the finiteness check
-are shared with clip.py in bimodal_exps/engine/runtime.py)."""
+"""The unimodal scripts' `--precision` (device, seeding, autocast and the finiteness check are shared with
+clip.py in bimodal_exps/engine/runtime.py)."""
 from __future__ import annotations
 
 import torch
@@ -15,7 +15,3 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         raise UsageError(f"--precision {precision} needs CUDA; use --precision fp32 (or auto) on {device.type}")
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """Autocast context for `dtype` (None: disabled, fp32)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
