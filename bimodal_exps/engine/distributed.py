@@ -141,12 +141,17 @@ def init_distributed(want: bool | None, device_type: str, world_size_flag: int |
                                     f"drop --no-distributed or launch a single process")
     if env.launcher == "slurm":
         os.environ.update(slurm_rendezvous(os.environ, env))
+    join_group(env, device_type, dist_url, timeout_s)
+    return env
+
+
+def join_group(env: DistEnv, device_type: str, init_method: str, timeout_s: float) -> None:
+    """Join the default process group as `env.rank` of `env.world_size`: nccl on CUDA (this process on its
+    `local_device`), gloo on CPU; `timeout_s` bounds every collective."""
     if device_type == "cuda":
         torch.cuda.set_device(local_device(env, device_type))
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=dist_url,
-                            rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
-    return env
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=init_method,
+                            rank=env.rank, world_size=env.world_size, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
