@@ -55,7 +55,8 @@ def create_optimizers(model: torch.nn.Module, loss_fn: torch.nn.Module, opt: str
 class LRSchedule:
     """The learning rate of every parameter group as a function of the position (epoch, step) alone.
 
-    `apply(epoch, iteration)` runs before each optimiser step: the main optimiser's groups follow the timm
+    `apply(epoch, iteration)` runs before each optimiser step (the training loop calls it between the
+    forward and the backward pass of a step that is not skipped): the main optimiser's groups follow the timm
     schedule (legacy or per-step semantics), the "own" groups the loss's `own_lr(initial_lr, epoch)`. Nothing
     depends on the calls before, so a resumed run (at an epoch boundary or inside an epoch) needs no replay.
     """

@@ -97,7 +97,6 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
                     disable=not config.show_progress, dynamic_ncols=True, mininterval=1.0)
     samples, started = 0, time.perf_counter()
     for iteration, batch in enumerate(progress, start=start.iteration):
-        schedule.apply(epoch, iteration)
         images, tokens, ids = _to_device(batch, config.device)
         with autocast(config.device, config.amp_dtype):
             out = task(images, tokens, ids)
@@ -105,6 +104,9 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
             opt.zero_grad(set_to_none=True)
         if finite_on_every_rank(out.loss):
             consecutive_skips = 0
+            # set here, right after the host has waited for the forward: an lr rule that reads the device
+            # (FastCLIP v3's τ threshold) then stalls nothing
+            schedule.apply(epoch, iteration)
             _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip)
             meters.update({"loss": out.loss, **out.stats})
             samples += images.shape[0]
