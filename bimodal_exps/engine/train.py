@@ -1,4 +1,4 @@
-"""One training epoch: AMP forward, non-finite guard, backward, optimiser/scheduler steps, progress bar.
+"""One training epoch: learning rates, AMP forward, non-finite guard, backward, optimiser steps, progress bar.
 
 An epoch may start after its first k steps (mid-epoch resume): the loader then yields only the remaining
 batches, and the RNG state saved after step k is restored once the loader's iterator exists (creating it
@@ -15,10 +15,10 @@ import torch
 from tqdm import tqdm
 
 from engine.checkpoint import restore_rng_state
-from engine.distributed import world
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
+from engine.runtime import autocast, finite_on_every_rank
 
 
 @dataclass
@@ -67,14 +67,6 @@ def _to_device(batch, device: torch.device):
             pair_ids.to(device, non_blocking=non_blocking))
 
 
-def _finite_on_every_rank(loss: torch.Tensor) -> bool:
-    """True when the loss is finite on all ranks: every rank must take the same skip decision (no DDP hang)."""
-    finite = torch.isfinite(loss.detach()).float()
-    if world()[1] > 1:
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    return bool(finite.item())
-
-
 def _backward_and_step(loss: torch.Tensor, optimizers: Optimizers, scaler: torch.amp.GradScaler,
                        params: list[torch.nn.Parameter], grad_clip: float) -> None:
     """Backward pass, optional gradient clipping, and one step of every optimiser (through the scaler)."""
@@ -94,7 +86,6 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     the steps run here (synchronised over ranks). `on_step_end(epoch, iterations_done)` runs after every
     step, skipped ones included; a stop request is honoured right after it."""
     task.train()
-    optimizers.start_epoch(epoch)
     params = [p for group in optimizers.main.param_groups for p in group["params"]]
     meters = RunningMeans()
     skipped = torch.zeros((), device=config.device)
@@ -107,15 +98,16 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     samples, started = 0, time.perf_counter()
     for iteration, batch in enumerate(progress, start=start.iteration):
         images, tokens, ids = _to_device(batch, config.device)
-        with torch.autocast(config.device.type, dtype=config.amp_dtype or torch.float32,
-                            enabled=config.amp_dtype is not None):
+        with autocast(config.device, config.amp_dtype):
             out = task(images, tokens, ids)
         for opt in optimizers.all():
             opt.zero_grad(set_to_none=True)
-        if _finite_on_every_rank(out.loss):
+        if finite_on_every_rank(out.loss):
             consecutive_skips = 0
+            # set here, right after the host has waited for the forward: an lr rule that reads the device
+            # (FastCLIP v3's τ threshold) then stalls nothing
+            schedule.apply(epoch, iteration)
             _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip)
-            schedule.after_step(epoch, iteration)
             meters.update({"loss": out.loss, **out.stats})
             samples += images.shape[0]
             if config.show_progress and (iteration % config.log_every == 0 or iteration == len(progress) - 1):

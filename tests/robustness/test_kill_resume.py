@@ -3,7 +3,6 @@ uninterrupted run: from a mid-epoch checkpoint and from an epoch-boundary one (C
 import json
 import signal
 
-from engine.crashpoints import KILL_AT_STEP, KILL_DURING_SAVE
 from robustness_helpers import STEPS_PER_EPOCH, assert_same_training_state, load, run_in_process, run_subprocess
 
 
@@ -15,7 +14,7 @@ def test_reference_run_keeps_one_numbered_checkpoint(reference):
 
 
 def test_killed_mid_epoch_resumes_to_the_same_weights(common, reference, tmp_path):
-    killed = run_subprocess(f"{common} --output_dir {tmp_path}", env={KILL_AT_STEP: "5"})
+    killed = run_subprocess(f"{common} --output_dir {tmp_path}", crash="step:5")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = load(tmp_path / "checkpoint_last.pth")
     assert last["epoch"] == 0 and last["step"] == 4                         # --save_every_steps 4
@@ -32,7 +31,7 @@ def test_killed_mid_epoch_resumes_to_the_same_weights(common, reference, tmp_pat
 
 def test_killed_while_saving_resumes_from_the_previous_checkpoint(common, reference, tmp_path):
     # writes: step 4 (mid-epoch), epoch 1 (checkpoint_1.pth, linked as last), step 8 <- killed inside this one
-    killed = run_subprocess(f"{common} --output_dir {tmp_path}", env={KILL_DURING_SAVE: "3"})
+    killed = run_subprocess(f"{common} --output_dir {tmp_path}", crash="save:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert list(tmp_path.glob(".checkpoint_last.pth.*.tmp")), "the kill should leave a partial temporary file"
     last = load(tmp_path / "checkpoint_last.pth")

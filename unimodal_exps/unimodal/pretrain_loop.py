@@ -8,7 +8,7 @@ from typing import Iterable
 import torch
 
 from engine.logger import RunningMeans
-from unimodal.runtime import autocast, finite_on_every_rank
+from engine.runtime import autocast, finite_on_every_rank
 from unimodal.schedule import set_lr, warmup_cosine
 
 
