@@ -3,8 +3,8 @@
 Pipeline per process, built from webdataset's stages: shard list -> shard shuffle seeded by seed +
 epoch (identical on all ranks) -> split by rank -> split by DataLoader worker -> tar members grouped
 into samples -> sample shuffle -> decode to RGB PIL -> (image, caption, key, shard) -> id check ->
-full batches, each image transformed and the captions tokenised per batch in the worker. With
-`resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
+full batches, each image transformed (draws seeded per sample) and the captions tokenised per batch in the
+worker. With `resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
 
 Epoch length (spec §2.6 step 3): num_batches = ⌈num_samples / (batch × world)⌉; each worker yields
 ⌈num_batches / workers⌉ batches (`with_epoch`, restarting its shards when they run out), so every rank
@@ -28,7 +28,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-from dataset.collate import Tokenizer, TokenizingCollate
+from dataset.collate import Batch, Tokenizer, TokenizingCollate
 from dataset.errors import DataError
 from dataset.webdataset_shards import expand_shards, scan_state_size
 from dataset.webdataset_stages import (IMAGE_EXTENSIONS, EpochShuffle, ResampleSeed, SharedEpoch, SkipCounter,
@@ -37,7 +37,6 @@ from dataset.webdataset_stages import (IMAGE_EXTENSIONS, EpochShuffle, ResampleS
 
 SHARD_SHUFFLE = (2000, 500)     # (buffer, initial) as in the references
 SAMPLE_SHUFFLE = (5000, 1000)
-Batch = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,8 @@ class WebDatasetLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.skipped.reset()
-        # create the DataLoader iterator now, as iter() of a plain DataLoader does: it draws its base seed from
-        # the torch RNG, which a mid-epoch resume restores right after iter(loader)
+        # create the DataLoader iterator now, as iter() of a plain DataLoader does (the training loop keeps the
+        # global RNG state across iter(loader), whose first call draws the DataLoader's base seed)
         return self._epoch(iter(self.loader), len(self), self.start_batch % self.workers)
 
     def _epoch(self, batches: Iterator[Batch], expected: int, discard: int) -> Iterator[Batch]:
@@ -160,7 +159,7 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
         wds.to_tuple(";".join(IMAGE_EXTENSIONS), "txt", "__key__", "__url__", handler=skipped),
         skip,
         wds.map(KeyToId(data_size)),
-        wds.batched(spec.batch_size, collation_fn=TransformingCollate(transform, TokenizingCollate(tokenizer)),
+        wds.batched(spec.batch_size, collation_fn=TransformingCollate(transform, TokenizingCollate(tokenizer), spec.seed, epoch),
                     partial=False),
         batches_per_worker=batches_per_worker, batch_size=spec.batch_size, epoch=epoch, skip=skip,
     )
@@ -173,7 +172,7 @@ class WebDatasetParts(NamedTuple):
 
 def create_webdataset_loader(spec: WebDatasetSpec, transform: Callable[[Any], torch.Tensor],
                              tokenizer: Tokenizer) -> WebDatasetParts:
-    """Check the shards, size the state, and build the loader that yields `(images, tokens, ids, ids)`."""
+    """Check the shards, size the state, and build the loader that yields `Batch(images, tokens, ids)`."""
     urls = expand_shards(spec.shards)
     readers = max(spec.workers, 1) * spec.world_size
     if not spec.resampled and len(urls) < readers:
