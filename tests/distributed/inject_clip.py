@@ -1,7 +1,8 @@
 """clip.py with a fault injected on one rank, for the fault and pre-emption tests only.
 
 INJECT="<action>:<rank>:<call>": on rank <rank>, at its <call>-th training forward, `raise` raises a
-RuntimeError and `USR1`/`TERM` sends that signal to the process itself (as SLURM would).
+RuntimeError and `USR1`/`TERM` sends that signal to the process itself (as SLURM would); `KILL` SIGKILLs it
+(a power cut after <call> - 1 training steps).
 """
 from __future__ import annotations
 

@@ -30,9 +30,9 @@ def run_in_process(args: str) -> int:
     return clip.main(shlex.split(args))
 
 
-def run_subprocess(args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """clip.py as its own process, so that it can be SIGKILLed."""
-    return subprocess.run([sys.executable, str(CLIP_PY), *shlex.split(args)], capture_output=True, text=True,
+def run_subprocess(args: str, env: dict[str, str] | None = None, script: Path = CLIP_PY) -> subprocess.CompletedProcess:
+    """clip.py (or a wrapper `script` that injects a fault) as its own process, so that it can be SIGKILLed."""
+    return subprocess.run([sys.executable, str(script), *shlex.split(args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
