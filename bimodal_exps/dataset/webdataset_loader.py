@@ -12,7 +12,7 @@ runs the same number of full, equal-size batches. Corrupt or incomplete samples 
 counted; the count is printed once per epoch.
 
 Mid-epoch resume at batch k (of this rank): the DataLoader takes batch j from worker j mod W, so every
-worker drops the decoded samples of its first ⌊k / W⌋ batches (no augmentation, no collation) and the
+worker drops its first ⌊k / W⌋ batches of decoded samples (no augmentation, no collation) and the
 loader discards the first k mod W batches it then yields; the rest of the epoch is the interrupted one's.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import Any, NamedTuple
 
 import torch
@@ -32,7 +33,7 @@ from dataset.collate import Batch, Tokenizer, TokenizingCollate
 from dataset.errors import DataError
 from dataset.webdataset_shards import expand_shards, scan_state_size
 from dataset.webdataset_stages import (IMAGE_EXTENSIONS, EpochShuffle, ResampleSeed, SharedEpoch, SkipCounter,
-                                       KeyToId, SkipFirst, TransformingCollate, closing_streams, decode_rgb,
+                                       KeyToId, TransformingCollate, closing_streams, decode_rgb,
                                        split_by_rank)
 
 SHARD_SHUFFLE = (2000, 500)     # (buffer, initial) as in the references
@@ -118,20 +119,22 @@ class WebDatasetLoader:
 
 
 class EpochPipeline(wds.DataPipeline):
-    """webdataset's pipeline cut to `batches_per_worker` batches per epoch (`with_epoch`), less the batches
-    this worker skips when a resumed epoch starts inside (its `SkipFirst` stage drops their samples)."""
+    """webdataset's pipeline of sample lists cut to `batches_per_worker` batches per epoch (restarting the shards
+    when they run out), less the first batches this worker skips when a resumed epoch starts inside; only the
+    batches it keeps are transformed and collated (`collate`).
 
-    def __init__(self, *stages: Any, batches_per_worker: int, batch_size: int, epoch: SharedEpoch,
-                 skip: SkipFirst) -> None:
+    Skipping whole batches after grouping keeps a resumed epoch aligned with the uninterrupted one even when the
+    skip spans a restart of the shards (each pass drops its own incomplete last batch)."""
+
+    def __init__(self, *stages: Any, batches_per_worker: int, epoch: SharedEpoch,
+                 collate: Callable[[list[Any]], Batch]) -> None:
         super().__init__(*stages)
         self.with_epoch(nbatches=batches_per_worker)
-        self.batches_per_worker, self.batch_size, self.epoch, self.skip = batches_per_worker, batch_size, epoch, skip
+        self.batches_per_worker, self.epoch, self.collate = batches_per_worker, epoch, collate
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Batch]:
         skipped = self.epoch.skipped_batches_per_worker()
-        self.skip.remaining = skipped * self.batch_size
-        self.nsamples = self.batches_per_worker - skipped  # >= 1: a resume point lies inside the epoch
-        return super().__iter__()
+        return map(self.collate, islice(self.iterator(), skipped, self.batches_per_worker))
 
 
 def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transform: Callable[[Any], torch.Tensor],
@@ -146,7 +149,6 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
                   EpochShuffle(*SHARD_SHUFFLE, seed=spec.seed, epoch=epoch),
                   partial(split_by_rank, rank=spec.rank, world_size=spec.world_size),
                   wds.split_by_worker]
-    skip = SkipFirst()
     return EpochPipeline(
         *shards,
         # wds.tarfile_to_samples, with each shard closed once read
@@ -157,11 +159,10 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
         EpochShuffle(*SAMPLE_SHUFFLE, seed=spec.seed, epoch=epoch, rank=spec.rank),
         wds.decode(decode_rgb, handler=skipped),
         wds.to_tuple(";".join(IMAGE_EXTENSIONS), "txt", "__key__", "__url__", handler=skipped),
-        skip,
         wds.map(KeyToId(data_size)),
-        wds.batched(spec.batch_size, collation_fn=TransformingCollate(transform, TokenizingCollate(tokenizer), spec.seed, epoch),
-                    partial=False),
-        batches_per_worker=batches_per_worker, batch_size=spec.batch_size, epoch=epoch, skip=skip,
+        wds.batched(spec.batch_size, collation_fn=None, partial=False),
+        batches_per_worker=batches_per_worker, epoch=epoch,
+        collate=TransformingCollate(transform, TokenizingCollate(tokenizer), spec.seed, epoch),
     )
 
 

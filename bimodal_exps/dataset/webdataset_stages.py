@@ -60,21 +60,6 @@ class SharedEpoch:
         return self._skip.value
 
 
-class SkipFirst:
-    """Drop the next `remaining` items that reach this stage (set by `EpochPipeline` at each epoch start: the
-    decoded samples of the batches a resumed epoch already trained on), so repeats within the epoch drop nothing."""
-
-    def __init__(self) -> None:
-        self.remaining = 0
-
-    def __call__(self, src: Iterable[Any]) -> Iterator[Any]:
-        for item in src:
-            if self.remaining > 0:
-                self.remaining -= 1
-                continue
-            yield item
-
-
 class SkipCounter:
     """Error handler of the reading/decoding stages: skip the sample, count it, log the first few.
 
@@ -191,7 +176,7 @@ class TransformingCollate:
     """Apply the training transform to a batch's images, then collate. Each image draws from RNGs seeded by
     (seed, shared epoch, sample id) (`dataset.sample_rng`), so its augmentation does not depend on the worker
     layout or on what the worker did before (a sample met twice in one epoch is augmented alike). Transforming
-    at collation rather than per sample leaves the samples a resumed epoch drops (`SkipFirst`) unaugmented."""
+    whole batches after the skip of a resumed epoch leaves the batches it drops unaugmented."""
 
     def __init__(self, transform: Callable[[Any], torch.Tensor], collate: Callable[[list[Any]], Any], seed: int,
                  epoch: SharedEpoch) -> None:

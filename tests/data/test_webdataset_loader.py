@@ -139,3 +139,16 @@ def test_an_epoch_resumed_at_batch_k_yields_the_rest_of_the_same_epoch(shards, w
     assert epoch_ids(parts, 2) == epoch_ids(make(shards, workers=workers), 2)  # the next epoch is whole again
     with pytest.raises(ValueError, match="cannot start at batch 8"):
         parts.loader.start_at_batch(8)
+
+
+def test_a_resume_past_a_restart_of_the_shards_continues_the_same_batches(shards):
+    # batches of 3 from 32 samples: each pass over the shards ends with 2 dropped samples, batch 12 is in pass 2
+    def batches(start: int) -> list:
+        parts = make(shards, batch_size=3, num_samples=45)
+        parts.loader.set_epoch(1)
+        parts.loader.start_at_batch(start)
+        return list(parts.loader)
+
+    full, rest = batches(0), batches(12)
+    assert len(full) == 15 and [b.ids.tolist() for b in rest] == [b.ids.tolist() for b in full[12:]]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(rest, full[12:], strict=True))
