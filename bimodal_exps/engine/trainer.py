@@ -4,8 +4,9 @@ Checkpoints record the position of the run: `epoch` (epochs done) and, when writ
 (`--save_every_steps`, a stop signal, too many non-finite losses), `mid_epoch` with the steps done in it
 and every rank's RNG state. Resuming such a checkpoint skips the batches already trained on (the sampler
 order is a function of seed and epoch), sets the learning rate of that step and restores the RNG, so the
-run ends with the same weights as an uninterrupted one (DataLoader workers 0). The epoch's logged train
-statistics then average only the steps after the resume point.
+run ends with the same weights as an uninterrupted one, for any number of DataLoader workers (augmentations
+are seeded per sample, `dataset.sample_rng`). The epoch's logged train statistics then average only the steps
+after the resume point.
 """
 from __future__ import annotations
 
