@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.crashpoints import KILL_AT_STEP, KILL_DURING_SAVE
+from engine.crashpoints import KILL_DURING_SAVE
 from robustness_helpers import STEPS_PER_EPOCH, assert_same_training_state, load, run_in_process, run_subprocess
 
 INJECT_CLIP = Path(__file__).resolve().parents[1] / "distributed" / "inject_clip.py"
@@ -26,7 +26,7 @@ def test_reference_run_keeps_one_numbered_checkpoint(reference):
 
 
 def test_killed_mid_epoch_resumes_to_the_same_weights(common, reference, tmp_path):
-    killed = run_subprocess(f"{common} --output_dir {tmp_path}", env={KILL_AT_STEP: "5"})
+    killed = run_subprocess(f"{common} --output_dir {tmp_path}", env={"INJECT": "KILL:0:6"}, script=INJECT_CLIP)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = load(tmp_path / "checkpoint_last.pth")
     assert last["epoch"] == 0 and last["step"] == 4                         # --save_every_steps 4
