@@ -64,7 +64,8 @@ def test_one_epoch_of_sogclr_from_shards(tmp_path, capsys):
 
 def test_killed_mid_epoch_resumes_from_shards_to_the_same_weights(tmp_path, capsys):
     """8 steps per epoch, a checkpoint every 3 steps: killed after step 12 (epoch 1, 4 steps in), resumed,
-    the run ends bit-identical to an uninterrupted one (workers 0, so augmentation draws match too)."""
+    the run ends bit-identical to an uninterrupted one, with 2 persistent DataLoader workers (the batch order
+    depends on the readers per rank, the augmentations on (seed, epoch, key) only)."""
     demo = tmp_path / "demo"
     assert build_demo(["--source", "shapes", "--out", str(demo), "--num_train", "64", "--num_val", "8",
                        "--num_zeroshot_per_class", "1", "--image_size", "32", "--format", "webdataset",
@@ -72,7 +73,7 @@ def test_killed_mid_epoch_resumes_from_shards_to_the_same_weights(tmp_path, caps
     pattern = re.search(r"--train-data '([^']+)'", capsys.readouterr().out).group(1)
     common = (f"--data_path {demo}/datasets --ann_path {demo}/clip_train --dataset_type webdataset "
               f"--train-data '{pattern}' --train-num-samples 64 --ita_type sogclr --epochs 2 --batch_size_train 8 "
-              f"--lr_schedule step --warmup_steps 2 --save_every_steps 3 --keep_checkpoints 1 {TINY}")
+              f"--lr_schedule step --warmup_steps 2 --save_every_steps 3 --keep_checkpoints 1 {TINY} --workers 2")
     assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/reference")) == 0
     killed = subprocess.run([sys.executable, str(CRASH_CLIP), *shlex.split(f"{common} --output_dir {tmp_path}/run")],
                             env={**os.environ, "CRASH": "step:12"}, capture_output=True, text=True, timeout=300)

@@ -1,9 +1,9 @@
 """One training epoch: learning rates, AMP forward, non-finite guard, backward, optimiser steps, progress bar.
 
 An epoch may start after its first k steps (mid-epoch resume): the loader then yields only the remaining
-batches, and the RNG state saved after step k is restored once the loader's iterator exists (creating it
-draws the DataLoader's base seed from the torch RNG), so the remaining batches see the same augmentation
-draws as in an uninterrupted run (DataLoader workers 0; workers keep their own RNG streams).
+batches. Augmentations are seeded per sample by the data layer (`dataset.sample_rng`), whatever the number of
+DataLoader workers, and creating the loader's iterator leaves the global RNG untouched; a resumed epoch then
+restores the global RNG state saved after step k (any other random draws of the steps).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from dataset.collate import Batch
+from dataset.sample_rng import iter_keeping_rng
 from engine.checkpoint import restore_rng_state
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers
@@ -59,12 +61,11 @@ class TooManySkippedSteps(RuntimeError):
         return text
 
 
-def _to_device(batch, device: torch.device):
-    images, tokens, _, pair_ids = batch
+def _to_device(batch: Batch, device: torch.device) -> Batch:
     non_blocking = device.type == "cuda"
-    return (images.to(device, non_blocking=non_blocking),
-            {k: v.to(device, non_blocking=non_blocking) for k, v in tokens.items()},
-            pair_ids.to(device, non_blocking=non_blocking))
+    return Batch(batch.images.to(device, non_blocking=non_blocking),
+                 {k: v.to(device, non_blocking=non_blocking) for k, v in batch.texts.items()},
+                 batch.ids.to(device, non_blocking=non_blocking))
 
 
 def _backward_and_step(loss: torch.Tensor, optimizers: Optimizers, scaler: torch.amp.GradScaler,
@@ -90,7 +91,7 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     meters = RunningMeans()
     skipped = torch.zeros((), device=config.device)
     consecutive_skips = 0
-    batches = iter(loader)
+    batches = iter_keeping_rng(loader)
     if start.rng is not None:
         restore_rng_state(start.rng)
     progress = tqdm(batches, desc=f"epoch {epoch}", total=start.iteration + len(loader), initial=start.iteration,

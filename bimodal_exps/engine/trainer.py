@@ -5,8 +5,8 @@ Checkpoints record the position of the run: `epoch` (epochs done) and, when writ
 and every rank's RNG state. Resuming such a checkpoint skips the batches already trained on (the sampler
 order is a function of seed and epoch) and restores the RNG; the learning rates are a function of the
 position alone (`engine.optim.LRSchedule.apply`) and need nothing restored. The run ends with the same
-weights as an uninterrupted one (DataLoader workers 0). The epoch's logged train statistics then average
-only the steps after the resume point.
+weights as an uninterrupted one, for any number of DataLoader workers (augmentations are seeded per sample,
+`dataset.sample_rng`). The epoch's logged train statistics then average only the steps after the resume point.
 """
 from __future__ import annotations
 

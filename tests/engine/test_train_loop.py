@@ -3,6 +3,7 @@ per-step hook, and a mid-epoch start that restores the RNG after the loader's it
 import pytest
 import torch
 
+from dataset.collate import Batch
 from engine.checkpoint import capture_rng_state
 from engine.optim import LRSchedule, Optimizers
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
@@ -22,8 +23,8 @@ class ScaledSquare(torch.nn.Module):
 
 
 def batches(scales):
-    return [(torch.full((2, 1), float(s)), {"input_ids": torch.zeros(2, 1, dtype=torch.long)},
-             torch.zeros(2, dtype=torch.long), torch.tensor([0, 1])) for s in scales]
+    return [Batch(torch.full((2, 1), float(s)), {"input_ids": torch.zeros(2, 1, dtype=torch.long)}, torch.tensor([0, 1]))
+            for s in scales]
 
 
 def run_epoch(scales, max_skips=100, start=EpochStart(), on_step_end=None):

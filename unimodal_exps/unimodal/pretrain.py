@@ -5,8 +5,9 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
+from dataset.sampler import ResumableDistributedSampler
 from engine.distributed import DistEnv, barrier, local_device, wrap_ddp
 from engine.logger import append_jsonl
 from engine.runtime import UsageError, plain_args, resolve_device, seed_everything, write_args
@@ -23,15 +24,16 @@ from unimodal.schedule import scaled_lr
 
 
 def _loader(args: argparse.Namespace, env: DistEnv, launch: Launch,
-            device: torch.device) -> tuple[DataLoader, DistributedSampler, int]:
+            device: torch.device) -> tuple[DataLoader, ResumableDistributedSampler, int]:
     """(loader, sampler, dataset size) of the two-view training set; the global batch is split over ranks."""
     if args.batch_size % env.world_size:
         raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {env.world_size} processes")
     dataset = open_split(args.data, "train", pretrain_transform(args.image_size, args.crop_min, args.blur_prob),
                          args.class_list)
     per_rank = args.batch_size // env.world_size
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
+    # its SampleKeys seed every image's augmentation by (seed, epoch, index): independent of the worker layout
+    sampler = ResumableDistributedSampler(dataset, per_rank, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                          seed=args.seed, drop_last=True)
     workers = workers_per_process(args, launch)
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
