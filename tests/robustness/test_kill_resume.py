@@ -53,7 +53,7 @@ def test_killed_while_saving_resumes_from_the_previous_checkpoint(common, refere
 
 @pytest.mark.parametrize("killed_workers, resumed_workers, step, position", [
     (None, None, 5, (0, 4)),   # the default --workers; killed after step 5, resumed from the step-4 checkpoint
-    (2, 1, 6, (1, 0)),         # killed after step 6, resumed from the end of epoch 0 (checkpoint_1.pth)
+    (2, 1, 7, (1, 0)),         # killed after step 7 (epoch 1), resumed from the end of epoch 0 (checkpoint_1.pth)
 ])
 def test_killed_with_workers_resumes_to_the_weights_of_workers_0(common, reference, tmp_path, killed_workers,
                                                                  resumed_workers, step, position):
