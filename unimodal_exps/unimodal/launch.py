@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dataset.errors import without_worker_traceback
 from engine.distributed import (DistEnv, abort_process, detect_launcher, init_distributed,
                                 shutdown_distributed, silence_non_main)
 from unimodal.errors import USER_ERRORS
@@ -103,8 +104,8 @@ def run_process(local_rank: int, launch: Launch, worker: Worker, args: argparse.
         if not (env.distributed or launch.spawn):
             raise
         if isinstance(error, user_errors):
-            print(f"error (rank {launch.rank_of(local_rank) if launch.spawn else env.rank}): {error}",
-                  file=sys.stderr)
+            print(f"error (rank {launch.rank_of(local_rank) if launch.spawn else env.rank}): "
+                  f"{without_worker_traceback(str(error))}", file=sys.stderr)
         else:
             traceback.print_exc()
         abort_process(1)
@@ -133,5 +134,5 @@ def run_command(parse: Callable[[list[str] | None], argparse.Namespace], worker:
     try:
         return 0 if launch_workers(worker, parse(argv), USER_ERRORS) else 1
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {without_worker_traceback(str(error))}", file=sys.stderr)
         return 1

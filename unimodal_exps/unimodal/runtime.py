@@ -10,16 +10,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cli.device import resolve_device
 from engine.distributed import world
 from unimodal.options import UsageError
 
-
-def resolve_device(requested: str | None) -> torch.device:
-    """`--device` (default: cuda when available, else cpu); a UsageError for CUDA on a machine without it."""
-    device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {requested}: CUDA is not available on this machine")
-    return device
+__all__ = ["autocast", "finite_on_every_rank", "resolve_device", "resolve_precision", "seed_everything",
+           "write_args"]
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
