@@ -47,9 +47,9 @@ from models.pretrained import PretrainedWeightsError  # noqa: E402
 USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps,
                DistributedSetupError, SampleIdError)
 # Flags that the towers, the optimisers and the learning-rate schedule are built from (named by construction errors).
-MODEL_FLAGS = ("image_encoder", "image_res", "image_kwargs", "image_pretrained", "text_encoder", "text_pretrained",
-               "text_tokenizer", "text_width", "text_heads", "text_layers", "context_length", "text_max_len",
-               "embed_dim")
+IMAGE_FLAGS = ("image_encoder", "image_res", "image_kwargs", "image_pretrained")
+MODEL_FLAGS = (*IMAGE_FLAGS, "text_encoder", "text_pretrained", "text_tokenizer", "text_width", "text_heads",
+               "text_layers", "context_length", "text_max_len", "embed_dim")
 OPTIMIZER_FLAGS = ("opt", "lr", "weight_decay", "momentum", "lr_temp_net")
 SCHEDULE_FLAGS = ("sched", "lr_schedule", "epochs", "min_lr", "warmup_lr", "warmup_epochs", "warmup_steps",
                   "decay_rate")
@@ -71,6 +71,7 @@ def build_model(args, model_config: ModelConfig, device: torch.device):
     multiple of a ViT's patch), is a UsageError naming the flags now, not a traceback at the first step."""
     with blame(args, *MODEL_FLAGS):
         model = create_model(model_config).to(device)
+    with blame(args, *IMAGE_FLAGS):
         check_input_size(model.visual_encoder, args.image_res)
     return model
 

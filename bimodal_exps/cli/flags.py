@@ -66,10 +66,17 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _mentions(message: str, dest: str, value: object) -> bool:
+    """Whether an error message names the flag `dest` or one of its words (a string value, a key of a dict)."""
+    words = [dest, *([value] if isinstance(value, str) else value if isinstance(value, dict) else [])]
+    return any(len(str(word)) > 2 and re.search(rf"(?<![\w-]){re.escape(str(word))}(?!\w)", message)
+               for word in words)
+
+
 @contextmanager
 def blame_flags(args: argparse.Namespace, *dests: str, keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Report a BUILD_ERRORS exception raised inside as a one-line UsageError naming the flags among `dests` that
-    its message mentions (all of them when it mentions none), with their values. Exceptions of the `keep` types
+    """Report a BUILD_ERRORS exception raised inside as a one-line UsageError naming, with their values, the flags
+    among `dests` that its message mentions (else all of them that were given). Exceptions of the `keep` types
     (errors that already are one-line messages for the user) pass unchanged."""
     try:
         yield
@@ -77,7 +84,7 @@ def blame_flags(args: argparse.Namespace, *dests: str, keep: tuple[type[BaseExce
         raise
     except BUILD_ERRORS as error:
         message = first_line(error)
-        named = [dest for dest in dests if re.search(rf"(?<![\w-]){re.escape(dest)}(?!\w)", message)] or dests
-        values = ", ".join(f"--{dest} {getattr(args, dest, None)}" if getattr(args, dest, None) is not None
-                           else f"--{dest} (default)" for dest in named)
-        raise UsageError(f"{values}: {message}") from None
+        given = {dest: getattr(args, dest) for dest in dests if getattr(args, dest, None) is not None}
+        named = [dest for dest in dests if _mentions(message, dest, given.get(dest))] or list(given)
+        flags = ", ".join(f"--{dest} {given[dest]}" if dest in given else f"--{dest}" for dest in named)
+        raise UsageError(f"{flags}: {message}") from None
