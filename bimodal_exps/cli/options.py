@@ -27,6 +27,8 @@ def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
         raise UsageError(f"--config: file not found: {path}") from None
     except YAMLError as error:
         raise UsageError(f"--config {path}: invalid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise UsageError(f"--config {path}: nested too deeply to parse (expected flag names and values)") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of flag names to values")
     known = {action.dest for action in parser._actions}

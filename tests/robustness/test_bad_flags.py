@@ -49,12 +49,16 @@ def test_a_bad_flag_is_one_line_naming_it_and_keeps_the_checkpoint(flags, culpri
     assert fingerprint(previous_run) == before
 
 
-def test_a_config_file_value_out_of_range_names_the_file_and_the_flag(shapes, tmp_path, capsys):
+@pytest.mark.parametrize("text, reason", [
+    ("lr: -1\n", "--lr must be > 0 (got -1)"), ("epochs: 2.5\n", "--epochs must be an integer >= 1 (got 2.5)"),
+    ("lr: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested too deeply to parse"),
+], ids=["out-of-range", "not-an-integer", "deeply-nested"])
+def test_a_bad_config_file_names_the_file_and_the_flag(text, reason, shapes, tmp_path, capsys):
     config = tmp_path / "bad.yaml"
-    config.write_text("lr: -1\n")
+    config.write_text(text)
     code = exit_status(f"{data_flags(shapes)} {TINY} --config {config} --output_dir {tmp_path}/out")
     line = the_error(capsys.readouterr().err)
-    assert code == 1 and f"--config {config}" in line and "--lr must be > 0 (got -1)" in line
+    assert code == 1 and f"--config {config}: {reason}" in line
     assert not (tmp_path / "out").exists()
 
 
