@@ -164,8 +164,9 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
                               resampled=args.dataset_resampled, pin_memory=device.type == "cuda")
         loader, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
         size_from = f"--data_size {args.data_size}" if args.data_size else "the shards' max key + 1"
-        return loader, loader, state_size, size_from, (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
-                                           f"state size {state_size} ({size_from})")
+        description = (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
+                       f"state size {state_size} ({size_from})")
+        return loader, loader, state_size, size_from, description
     dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
                                max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
     sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size, rank=env.rank,

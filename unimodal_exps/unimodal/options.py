@@ -32,7 +32,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
              help="file of class folder names, one per line (a line 'wnid/image.JPEG' counts as its folder); "
                   "required by --data_name imagenet100, optional otherwise")
     add_flag(group, "--image-size", type=COUNT, default=224, help="crop size in pixels")
-    add_flag(group, "--workers", type=NON_NEGATIVE_INT, default=32, help="data-loading workers per node (split over its processes)")
+    add_flag(group, "--workers", type=NON_NEGATIVE_INT, default=32,
+             help="data-loading workers per node (split over its processes)")
 
 
 def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +51,8 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(group, "--device", default=None, help="cuda or cpu (default: cuda when available)")
     add_flag(group, "--precision", default="auto", choices=PRECISIONS,
              help="auto: fp16 autocast (with loss scaling) on CUDA, fp32 on CPU")
-    add_flag(group, "--seed", type=Range(int, "[0, 4294967295]"), default=0, help="seed of the model initialisation and the augmentations")
+    add_flag(group, "--seed", type=Range(int, "[0, 4294967295]"), default=0,
+             help="seed of the model initialisation and the augmentations")
 
 
 def _add_common_train_flags(parser: argparse.ArgumentParser, epochs: int, batch: int, lr: float,
@@ -59,9 +61,11 @@ def _add_common_train_flags(parser: argparse.ArgumentParser, epochs: int, batch:
     group = parser.add_argument_group("model and optimisation")
     add_flag(group, "--epochs", type=COUNT, default=epochs, help="epochs to run")
     add_flag(group, "--batch-size", type=COUNT, default=batch, help="global batch size over all processes")
-    add_flag(group, "--lr", "--learning-rate", type=POSITIVE, default=lr, help="base learning rate (scaled by the batch)")
+    add_flag(group, "--lr", "--learning-rate", type=POSITIVE, default=lr,
+             help="base learning rate (scaled by the batch)")
     add_flag(group, "--momentum", type=Range(float, "[0, 1)"), default=0.9, help="momentum")
-    add_flag(group, "--wd", "--weight-decay", dest="weight_decay", type=Range(float, "[0, inf)"), default=wd, help="weight decay")
+    add_flag(group, "--wd", "--weight-decay", dest="weight_decay", type=Range(float, "[0, inf)"), default=wd,
+             help="weight decay")
     add_flag(group, "--save_dir", default="./saved_models/", help="output folder (created)")
     add_flag(group, "--print-freq", type=COUNT, default=10, help="print progress every N iterations")
     return group
@@ -81,9 +85,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     add_flag(group, "--t", type=POSITIVE, default=0.1, help="temperature")
     add_flag(group, "--learning-rate-scaling", default="sqrt", choices=("sqrt", "linear"),
              help="sqrt: lr·√batch, linear: lr·batch/256")
-    add_flag(group, "--warmup-epochs", type=NON_NEGATIVE_INT, default=10, help="linear warm-up epochs before the cosine decay")
+    add_flag(group, "--warmup-epochs", type=NON_NEGATIVE_INT, default=10,
+             help="linear warm-up epochs before the cosine decay")
     add_flag(group, "--crop-min", type=UNIT, default=0.08, help="minimum area fraction of RandomResizedCrop")
-    add_flag(group, "--blur-prob", type=Range(float, "[0, 1]"), default=1.0, help="probability of the Gaussian blur (σ in [0.1, 2])")
+    add_flag(group, "--blur-prob", type=Range(float, "[0, 1]"), default=1.0,
+             help="probability of the Gaussian blur (σ in [0.1, 2])")
     add_flag(group, "--dim", type=COUNT, default=128, help="output width of the projection MLP")
     add_flag(group, "--mlp-dim", type=COUNT, default=2048, help="hidden width of the projection MLP")
     add_flag(group, "--num_proj_layers", type=COUNT, default=2, help="linear layers of the projection MLP")
