@@ -10,6 +10,7 @@ import os
 import sys
 import traceback
 import warnings
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ SCHEDULE_FLAGS = ("sched", "lr_schedule", "epochs", "min_lr", "warmup_lr", "warm
                   "decay_rate")
 
 
-def blame(args, *dests: str):
+def blame(args, *dests: str) -> AbstractContextManager[None]:
     """`blame_flags` for clip.py: errors that already are one-line user errors pass unchanged."""
     return blame_flags(args, *dests, keep=USER_ERRORS)
 
@@ -66,7 +67,7 @@ def model_config_of(args, pretrained: bool) -> ModelConfig:
         return ModelConfig.from_args(args, pretrained=pretrained)
 
 
-def build_model(args, model_config: ModelConfig, device: torch.device):
+def build_model(args, model_config: ModelConfig, device: torch.device) -> torch.nn.Module:
     """Both towers on `device`; a tower that cannot be built from the flags, or cannot take --image_res (e.g. not a
     multiple of a ViT's patch), is a UsageError naming the flags now, not a traceback at the first step."""
     with blame(args, *MODEL_FLAGS):
@@ -76,7 +77,7 @@ def build_model(args, model_config: ModelConfig, device: torch.device):
     return model
 
 
-def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.device):
+def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.device) -> torch.nn.Module:
     """The loss of --ita_type with per-sample state for `num_samples` ids, after checking that the state fits
     in memory (`size_from` names where the size came from); wrong hyper-parameters are a UsageError naming them."""
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
