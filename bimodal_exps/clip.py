@@ -9,6 +9,7 @@ import os
 import sys
 import traceback
 import warnings
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -16,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from cli.flags import blame_flags  # noqa: E402
 from cli.options import UsageError, parse_args  # noqa: E402
 from dataset.collate import TokenizingCollate  # noqa: E402
 from dataset.errors import DataError, without_worker_traceback  # noqa: E402
@@ -35,16 +37,68 @@ from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: 
 from engine.runlock import RunLock, RunLockError  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
-from engine.runtime import plain_args, resolve_device, seed_everything, write_args, write_json  # noqa: E402
+from engine.runtime import (available_memory, plain_args, resolve_device, seed_everything, write_args,  # noqa: E402
+                            write_json)
 from engine.trainer import Run, fit, resume  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
+from models.image_tower import check_input_size  # noqa: E402
 from models.gcl.state import SampleIdError  # noqa: E402
-from models.losses import LOSS_HPARAMS, build_loss  # noqa: E402
+from models.losses import LOSS_HPARAMS, build_loss, used_hparams  # noqa: E402
 from models.pretrained import PretrainedWeightsError  # noqa: E402
 
 USER_ERRORS = (UsageError, DataError, CheckpointError, NonFiniteModel, PretrainedWeightsError,
                TooManySkippedSteps, DistributedSetupError, SampleIdError, RunLockError)
+# Flags that the towers, the optimisers and the learning-rate schedule are built from (named by construction errors).
+IMAGE_FLAGS = ("image_encoder", "image_res", "image_kwargs", "image_pretrained")
+MODEL_FLAGS = (*IMAGE_FLAGS, "text_encoder", "text_pretrained", "text_tokenizer", "text_width", "text_heads",
+               "text_layers", "context_length", "text_max_len", "embed_dim")
+OPTIMIZER_FLAGS = ("opt", "lr", "weight_decay", "momentum", "lr_temp_net")
+SCHEDULE_FLAGS = ("sched", "lr_schedule", "epochs", "min_lr", "warmup_lr", "warmup_epochs", "warmup_steps",
+                  "decay_rate")
+
+
+def blame(args, *dests: str) -> AbstractContextManager[None]:
+    """`blame_flags` for clip.py: errors that already are one-line user errors pass unchanged."""
+    return blame_flags(args, *dests, keep=USER_ERRORS)
+
+
+def model_config_of(args, pretrained: bool) -> ModelConfig:
+    """The towers' description from the flags; an inconsistent combination is a UsageError naming the flags."""
+    with blame(args, *MODEL_FLAGS):
+        return ModelConfig.from_args(args, pretrained=pretrained)
+
+
+def build_model(args, model_config: ModelConfig, device: torch.device) -> torch.nn.Module:
+    """Both towers on `device`; a tower that cannot be built from the flags, or cannot take --image_res (e.g. not a
+    multiple of a ViT's patch), is a UsageError naming the flags now, not a traceback at the first step."""
+    with blame(args, *MODEL_FLAGS):
+        model = create_model(model_config).to(device)
+    with blame(args, *IMAGE_FLAGS):
+        check_input_size(model.visual_encoder, args.image_res)
+    return model
+
+
+def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.device) -> torch.nn.Module:
+    """The loss of --ita_type with per-sample state for `num_samples` ids, after checking that the state fits
+    in memory (`size_from` names where the size came from); wrong hyper-parameters are a UsageError naming them."""
+    hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
+    hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
+    dests = ("ita_type", *sorted(used_hparams(args.ita_type)), "embed_dim")
+    with blame(args, *dests):
+        def state_bytes(n: int) -> int:
+            with torch.random.fork_rng(devices=[]):  # sizing builds leave the RNG stream as it was
+                loss = build_loss(args.ita_type, num_samples=n, **hparams)
+            return sum(t.numel() * t.element_size() for t in loss.state_dict().values() if torch.is_tensor(t))
+        per_sample = state_bytes(2) - state_bytes(1)
+        needed = per_sample * num_samples
+        for where in dict.fromkeys((torch.device("cpu"), device)):  # built on the CPU, then moved
+            free = available_memory(where)
+            if free is not None and needed > free:
+                raise UsageError(f"{size_from}: the per-sample state of --ita_type {args.ita_type} for "
+                                 f"{num_samples} ids needs {needed / 2**30:.1f} GiB ({per_sample} bytes per id), "
+                                 f"more than the {free / 2**30:.1f} GiB available on {where.type}")
+        return build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
 
 
 def resolve_amp(args, device: torch.device) -> torch.dtype | None:
@@ -74,8 +128,8 @@ def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
 
 def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -> dict[str, float]:
     """`--evaluate --checkpoint PATH`: build the towers from config, load weights strictly, evaluate."""
-    model_config = ModelConfig.from_args(args, pretrained=False)
-    model = create_model(model_config).to(device)
+    model_config = model_config_of(args, pretrained=False)
+    model = build_model(args, model_config, device)
     if args.compile:
         model.compile_towers(args.compile)
     checkpoint = load_checkpoint(args.checkpoint, required=("model",))
@@ -101,16 +155,18 @@ def train_transform(args):
 
 
 def build_train_loader(args, env, tokenizer, device: torch.device):
-    """(loader, sampler with `set_epoch` and `start_at_batch`, per-sample state size, one-line description)."""
+    """(loader, sampler with `set_epoch` and `start_at_batch`, per-sample state size, where that size comes from,
+    one-line description)."""
     if args.dataset_type == "webdataset":
         from dataset.webdataset_loader import WebDatasetSpec, create_webdataset_loader  # imports webdataset
         spec = WebDatasetSpec(args.train_data, args.train_num_samples, args.batch_size_train, args.data_size,
                               seed=args.seed, rank=env.rank, world_size=env.world_size, workers=args.workers,
                               resampled=args.dataset_resampled, pin_memory=device.type == "cuda")
         loader, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
-        size_from = "--data_size" if args.data_size else "the shards' max key + 1"
-        return loader, loader, state_size, (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
-                                           f"state size {state_size} ({size_from})")
+        size_from = f"--data_size {args.data_size}" if args.data_size else "the shards' max key + 1"
+        description = (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
+                       f"state size {state_size} ({size_from})")
+        return loader, loader, state_size, size_from, description
     dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
                                max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
     sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size, rank=env.rank,
@@ -119,39 +175,42 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
                         num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if len(loader) == 0:
-        raise UsageError(f"{len(dataset)} training samples cannot fill one batch of --batch_size_train "
+        kept = f" (--train_frac {args.train_frac} keeps {dataset.num_kept} of {dataset.num_samples} entries)" \
+            if args.train_frac < 1 else ""
+        raise UsageError(f"{len(dataset)} training samples{kept} cannot fill one batch of --batch_size_train "
                          f"{args.batch_size_train} × {env.world_size} process(es)")
     state_size = args.data_size or dataset.num_samples
     if state_size < dataset.num_samples:
         raise UsageError(f"--data_size {args.data_size} is smaller than the {dataset.num_samples} pair ids of "
                          f"{', '.join(args.train_files)}; leave it out to size the loss state from the data")
-    return loader, sampler, state_size, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
+    size_from = f"--data_size {args.data_size}" if args.data_size else f"the {state_size} entries of --train_file"
+    return loader, sampler, state_size, size_from, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
 
 
 def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]:
-    model_config = ModelConfig.from_args(args, pretrained=args.init_model)
+    model_config = model_config_of(args, pretrained=args.init_model)
     tokenizer = create_tokenizer(model_config)
-    loader, sampler, num_samples, description = build_train_loader(args, env, tokenizer, device)
+    loader, sampler, num_samples, size_from, description = build_train_loader(args, env, tokenizer, device)
     evaluator = build_evaluator(args, tokenizer, device)
 
-    model = create_model(model_config).to(device)
+    model = build_model(args, model_config, device)
     if args.compile:
         model.compile_towers(args.compile)
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
                           args.checkpoint)
         refuse_non_finite({"model": model}, args.checkpoint)
-    hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
-    hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
-    loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
+    loss_fn = build_loss_from_flags(args, num_samples, size_from, device)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
         # a uni-directional objective detaches the teacher tower, whose trainable parameters then get no gradient
         task = wrap_ddp(task, device, find_unused_parameters=getattr(loss_fn, "uni_directional", False))
-    optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
-                                   args.lr_temp_net)
-    schedule = LRSchedule(optimizers, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
-                          args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
+    with blame(args, *OPTIMIZER_FLAGS):
+        optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
+                                       args.lr_temp_net)
+    with blame(args, *SCHEDULE_FLAGS):
+        schedule = LRSchedule(optimizers, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
+                              args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     stop_signal = StopSignal().install()

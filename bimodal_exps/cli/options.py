@@ -11,9 +11,13 @@ from ruamel.yaml import YAML, YAMLError
 
 from cli.itra import resolve_itra_loss
 from cli.parser import COMPATIBILITY_FLAGS, STORE_TRUE_COMPATIBILITY_FLAGS, UNSUPPORTED_FLAGS, build_parser
+from cli.ranges import out_of_range
 from dataset.zeroshot import default_zeroshot_root
 from engine.runtime import UsageError
+from models.image_tower import resolve_image_encoder
 from models.losses import LOSS_HPARAMS, used_hparams
+
+__all__ = ["UsageError", "parse_args"]
 
 
 def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
@@ -24,6 +28,8 @@ def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
         raise UsageError(f"--config: file not found: {path}") from None
     except YAMLError as error:
         raise UsageError(f"--config {path}: invalid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:
+        raise UsageError(f"--config {path}: nested too deeply to parse (expected flag names and values)") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of flag names to values")
     known = {action.dest for action in parser._actions}
@@ -48,13 +54,33 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     if pre.config:
         parser.set_defaults(**_yaml_defaults(parser, pre.config))
     args = parser.parse_args(argv)
+    problems = out_of_range(parser, args)  # values from --config bypass argparse's type checks
+    if problems:
+        raise UsageError(f"--config {pre.config}: {problems[0]}")
     explicit = _explicit_dests(parser, argv)
     warnings = _finalise(args, explicit)
     return args, warnings
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """Names that timm must know (--image_encoder, --opt) and the text tower's head split, before anything is built."""
+    try:
+        resolve_image_encoder(args.image_encoder)
+    except ValueError as error:
+        raise UsageError(f"--image_encoder: {error}") from None
+    from timm.optim import get_optimizer_class  # the name lookup create_optimizer_v2 does
+    try:
+        get_optimizer_class(args.opt.lower().split("_")[-1], bind_defaults=False)
+    except (ValueError, ImportError) as error:
+        raise UsageError(f"--opt {args.opt}: {error} (timm optimizer names, e.g. adamw, sgd, lamb, lars; "
+                         f"timm.optim.list_optimizers())") from None
+    if args.text_width % args.text_heads:
+        raise UsageError(f"--text_heads {args.text_heads} does not divide --text_width {args.text_width}")
+
+
 def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     warnings: list[str] = []
+    _check_names(args)
     for name, reason in UNSUPPORTED_FLAGS.items():
         if getattr(args, name):
             raise UsageError(f"--{name} is not supported: {reason}")
@@ -74,21 +100,10 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
         args.zs_dataset = "none"
     if args.store_tau:
         warnings.append("--store_tau: per-sample temperatures are saved in every checkpoint (loss state)")
-    for name in ("epochs", "batch_size_train", "batch_size_test", "zs_batch_size", "image_res", "embed_dim",
-                 "max_skipped_steps"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    for name in ("keep_checkpoints", "save_every_steps"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name} must be >= 0 (got {getattr(args, name)}; 0 turns it off)")
     if args.compile:
         import torch._dynamo  # only when asked: importing dynamo takes seconds
         if args.compile not in torch._dynamo.list_backends(exclude_tags=()):
             raise UsageError(f"--compile {args.compile}: unknown torch.compile backend; e.g. inductor, aot_eager")
-    if args.dist_timeout <= 0:
-        raise UsageError(f"--dist_timeout must be positive (got {args.dist_timeout} minutes)")
-    if not 0 < args.train_frac <= 1:
-        raise UsageError(f"--train_frac must be in (0, 1] (got {args.train_frac})")
     if args.evaluate and not args.checkpoint:
         raise UsageError("--evaluate needs --checkpoint PATH (a checkpoint_<epoch>.pth written by training)")
     if args.resume is not None and args.checkpoint:
@@ -104,12 +119,8 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
 
 def _check_webdataset(args: argparse.Namespace) -> list[str]:
     """Training from shards needs --train-data and --train-num-samples; sizes must be positive."""
-    if args.data_size is not None and args.data_size < 1:
-        raise UsageError(f"--data_size must be >= 1 (got {args.data_size})")
     if args.dataset_type != "webdataset":
         return ["--dataset_resampled is only used with --dataset_type webdataset"] if args.dataset_resampled else []
-    if args.train_num_samples is not None and args.train_num_samples < 1:
-        raise UsageError(f"--train-num-samples must be >= 1 (got {args.train_num_samples})")
     if args.evaluate:
         return []
     missing = [flag for flag, value in (("--train-data", args.train_data),

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from cli.flags import add_bool_flag, add_flag, str2bool
+from cli.flags import OneLineParser, add_bool_flag, add_flag, str2bool
 from cli.itra import LOSS_FLAG_ALIASES, add_itra_loss_flags
+from cli.ranges import Range
 from dataset.zeroshot import ZEROSHOT_DATASETS
 from models.config import parse_kwargs, parse_pretrained
 from models.losses import ITA_TYPES, LOSS_HPARAMS
@@ -23,6 +24,12 @@ COMPATIBILITY_FLAGS: dict[str, tuple[type, object]] = {
 }
 STORE_TRUE_COMPATIBILITY_FLAGS = ("isogclr_temp_net", "check_samples_tau", "check_tempnet_params",
                                   "vis_prototypes", "find_clusters", "extract_data")
+# Ranges of the numeric flags (interval notation, cli.ranges); NaN and ±inf are refused everywhere.
+COUNT = Range(int, "[1, inf)")
+NON_NEGATIVE_INT = Range(int, "[0, inf)")
+POSITIVE = Range(float, "(0, inf)")
+NON_NEGATIVE = Range(float, "[0, inf)")
+SEED = Range(int, "[0, 4294967295]")  # NumPy's seed range
 UNSUPPORTED_FLAGS = {
     "personalized_tau": "per-sample learnable τ of the references broadcasts τ along the wrong axis "
                         "(docs/losses.md §3); use --ita_type isogclr for per-sample temperatures",
@@ -31,7 +38,7 @@ UNSUPPORTED_FLAGS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """clip.py's parser: every flag of the references plus the project's, in --help groups."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="clip.py", description="Train and evaluate CLIP-style two-tower models with global contrastive losses.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_flag(parser, "--config", default=None, help="YAML file whose keys set flag defaults (flags still override)")
@@ -54,7 +61,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
              help="training annotation JSON(s), relative to --ann_path")
     add_flag(data, "--train_image_root", default="cc3m_subset_100k", help="training images, relative to --data_path")
     add_flag(data, "--data", default="cc3m", help="dataset tag used in logs (cc3m, cc12m, dfn_med, ...)")
-    add_flag(data, "--train_frac", type=float, default=1.0, help="keep this prefix fraction of the training set")
+    add_flag(data, "--train_frac", type=Range(float, "(0, 1]"), default=1.0,
+             help="keep this prefix fraction of the training set")
     add_flag(data, "--val_coco_file", "--coco_file", default=None,
              help="COCO retrieval JSON (default: <ann_path>/coco_val.json)")
     add_flag(data, "--coco_image_root", default=None,
@@ -63,15 +71,15 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
              help="training input: annotation JSON + image folder, or webdataset shards (auto: by --train-data's "
                   ".tar extension)")
     add_flag(data, "--train-data", default=None, help="webdataset shard pattern (brace expansion, '::' lists)")
-    add_flag(data, "--train-num-samples", type=int, default=None, help="webdataset samples per epoch")
-    add_flag(data, "--data_size", "--state_size", type=int, default=None,
+    add_flag(data, "--train-num-samples", type=COUNT, default=None, help="webdataset samples per epoch")
+    add_flag(data, "--data_size", "--state_size", type=COUNT, default=None,
              help="slots of the per-sample loss state: an upper bound of the webdataset sample keys (default: scan "
                   "the shards once for max key + 1), or at least the number of JSON training pairs (default)")
     add_flag(data, "--dataset_resampled", action="store_true",
              help="webdataset: draw shards with replacement (per rank and worker) instead of shuffling and splitting")
-    add_flag(data, "--workers", type=int, default=4, help="training DataLoader workers")
-    add_flag(data, "--val_workers", type=int, default=2, help="evaluation DataLoader workers")
-    add_flag(data, "--max_words", type=int, default=30, help="captions are cut to this many words")
+    add_flag(data, "--workers", type=NON_NEGATIVE_INT, default=4, help="training DataLoader workers")
+    add_flag(data, "--val_workers", type=NON_NEGATIVE_INT, default=2, help="evaluation DataLoader workers")
+    add_flag(data, "--max_words", type=COUNT, default=30, help="captions are cut to this many words")
     add_flag(data, "--train_transform", default="augment", choices=["augment", "deterministic"],
              help="training images: random crops/flips/RandomAugment, or the retrieval resize (reproducible runs, "
                   "exactness checks across world sizes)")
@@ -85,8 +93,8 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(model, "--image_encoder", default="resnet50", help="timm model name; 'ViT' = ViT-B/32")
     add_flag(model, "--text_encoder", default="distilbert-base-uncased",
              help="Hugging Face name or local directory; 'Transformer' = from-scratch BPE text transformer")
-    add_flag(model, "--image_res", type=int, default=256, help="square input resolution")
-    add_flag(model, "--embed_dim", type=int, default=256, help="joint embedding size")
+    add_flag(model, "--image_res", type=COUNT, default=256, help="square input resolution")
+    add_flag(model, "--embed_dim", type=COUNT, default=256, help="joint embedding size")
     add_flag(model, "--init_model", action="store_true",
              help="load pretrained weights for both towers from local files (never downloads)")
     add_flag(model, "--image_pretrained", type=parse_pretrained, default=None,
@@ -97,11 +105,11 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
              help="local HF tokenizer directory or WordPiece vocab.txt (default: beside the text weights / HF cache)")
     add_flag(model, "--image_kwargs", type=parse_kwargs, default=None,
              help="extra timm.create_model kwargs as JSON, e.g. '{\"depth\": 2}' to shrink a ViT")
-    add_flag(model, "--text_width", type=int, default=512, help="width of the from-scratch text transformer")
-    add_flag(model, "--text_heads", type=int, default=8, help="heads of the from-scratch text transformer")
-    add_flag(model, "--text_layers", type=int, default=12, help="layers of the from-scratch text transformer")
-    add_flag(model, "--context_length", type=int, default=77, help="BPE context length of the text transformer")
-    add_flag(model, "--text_max_len", type=int, default=None,
+    add_flag(model, "--text_width", type=COUNT, default=512, help="width of the from-scratch text transformer")
+    add_flag(model, "--text_heads", type=COUNT, default=8, help="heads of the from-scratch text transformer")
+    add_flag(model, "--text_layers", type=COUNT, default=12, help="layers of the from-scratch text transformer")
+    add_flag(model, "--context_length", type=COUNT, default=77, help="BPE context length of the text transformer")
+    add_flag(model, "--text_max_len", type=Range(int, "[2, inf)"), default=None,
              help="tokens per caption incl. special tokens; default 30 for HF towers, --context_length for Transformer")
 
 
@@ -116,7 +124,8 @@ def _add_loss_flags(parser: argparse.ArgumentParser) -> None:
             continue
         if getattr(spec, "choices", None):
             kwargs["choices"] = spec.choices
-        add_flag(loss, "--" + name, *LOSS_FLAG_ALIASES.get(name, ()), type=spec.type, **kwargs)
+        add_flag(loss, "--" + name, *LOSS_FLAG_ALIASES.get(name, ()),
+                 type=Range(spec.type, spec.within) if spec.within else spec.type, **kwargs)
     add_itra_loss_flags(loss)
 
 
@@ -124,26 +133,28 @@ def _add_optim_flags(parser: argparse.ArgumentParser) -> None:
     """Optimiser, learning-rate schedule, batch sizes and precision."""
     optim = parser.add_argument_group("optimisation")
     add_flag(optim, "--opt", default="adamW", help="timm optimizer name (adamw, sgd, lamb, lars, ...)")
-    add_flag(optim, "--lr", type=float, default=2e-4, help="peak learning rate")
-    add_flag(optim, "--weight_decay", type=float, default=0.02, help="decoupled weight decay (not on biases/norms/τ)")
-    add_flag(optim, "--momentum", type=float, default=0.9, help="momentum of SGD-family optimizers")
-    add_flag(optim, "--lr_temp_net", type=float, default=6e-6, help="Adam lr of TempNet (×0.9 per epoch)")
-    add_flag(optim, "--grad_clip", "--max_norm", type=float, default=0.0, help="clip the gradient norm (0 = off)")
+    add_flag(optim, "--lr", type=POSITIVE, default=2e-4, help="peak learning rate")
+    add_flag(optim, "--weight_decay", type=NON_NEGATIVE, default=0.02,
+             help="decoupled weight decay (not on biases/norms/τ)")
+    add_flag(optim, "--momentum", type=Range(float, "[0, 1)"), default=0.9, help="momentum of SGD-family optimizers")
+    add_flag(optim, "--lr_temp_net", type=NON_NEGATIVE, default=6e-6, help="Adam lr of TempNet (×0.9 per epoch)")
+    add_flag(optim, "--grad_clip", "--max_norm", type=NON_NEGATIVE, default=0.0,
+             help="clip the gradient norm (0 = off)")
     add_flag(optim, "--sched", default="cosine", choices=["cosine", "tanh", "step", "poly", "constant"],
              help="learning-rate schedule shape (timm)")
     add_flag(optim, "--lr_schedule", default="legacy", choices=["legacy", "step"],
              help="legacy: warm-up in 100-iteration blocks, one lr per epoch; step: per-iteration schedule")
-    add_flag(optim, "--epochs", type=int, default=30, help="training epochs")
-    add_flag(optim, "--min_lr", type=float, default=1e-6, help="floor of the cosine schedule")
-    add_flag(optim, "--warmup_lr", type=float, default=1e-5, help="learning rate at the start of warm-up")
-    add_flag(optim, "--warmup_epochs", type=int, default=5,
+    add_flag(optim, "--epochs", type=COUNT, default=30, help="training epochs")
+    add_flag(optim, "--min_lr", type=NON_NEGATIVE, default=1e-6, help="floor of the cosine schedule")
+    add_flag(optim, "--warmup_lr", type=NON_NEGATIVE, default=1e-5, help="learning rate at the start of warm-up")
+    add_flag(optim, "--warmup_epochs", type=NON_NEGATIVE_INT, default=5,
              help="legacy schedule: number of 100-iteration warm-up blocks in epoch 0")
-    add_flag(optim, "--warmup_steps", type=int, default=0, help="step schedule: warm-up iterations")
-    add_flag(optim, "--decay_rate", type=float, default=1.0, help="per-cycle decay of timm schedules")
+    add_flag(optim, "--warmup_steps", type=NON_NEGATIVE_INT, default=0, help="step schedule: warm-up iterations")
+    add_flag(optim, "--decay_rate", type=POSITIVE, default=1.0, help="per-cycle decay of timm schedules")
     add_flag(optim, "--cooldown_epochs", type=int, default=0, help="accepted for compatibility (no effect)")
-    add_flag(optim, "--batch_size_train", type=int, default=128, help="per-process training batch")
-    add_flag(optim, "--batch_size_test", type=int, default=128, help="image batch for retrieval features")
-    add_flag(optim, "--zs_batch_size", "--zeroshot_batch_size", type=int, default=512, help="zero-shot image batch")
+    add_flag(optim, "--batch_size_train", type=COUNT, default=128, help="per-process training batch")
+    add_flag(optim, "--batch_size_test", type=COUNT, default=128, help="image batch for retrieval features")
+    add_flag(optim, "--zs_batch_size", "--zeroshot_batch_size", type=COUNT, default=512, help="zero-shot image batch")
     add_flag(optim, "--use_amp", action="store_true", help="mixed precision on CUDA (fp32 on CPU)")
     add_flag(optim, "--amp_dtype", default="fp16", choices=["fp16", "bf16"], help="autocast dtype with --use_amp")
 
@@ -153,29 +164,29 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("distributed, device, outputs")
     add_bool_flag(run, "--distributed", default=None,
                   help="use torch.distributed (default: on when launched with world size > 1)")
-    add_flag(run, "--world_size", type=int, default=None, help="expected number of processes (checked)")
+    add_flag(run, "--world_size", type=COUNT, default=None, help="expected number of processes (checked)")
     add_flag(run, "--dist_url", default="env://", help="rendezvous URL")
-    add_flag(run, "--dist_timeout", type=float, default=30.0,
+    add_flag(run, "--dist_timeout", type=POSITIVE, default=30.0,
              help="minutes a collective may wait for the other ranks before the job fails")
     add_flag(run, "--requeue_on_preempt", action="store_true",
              help="after SIGTERM/SIGUSR1 has written checkpoint_last.pth, run `scontrol requeue $SLURM_JOB_ID`")
     add_flag(run, "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     add_flag(run, "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
              help="torch.compile both towers (default backend inductor; e.g. aot_eager to debug a graph break)")
-    add_flag(run, "--seed", type=int, default=42, help="base seed (each process adds its rank)")
+    add_flag(run, "--seed", type=SEED, default=42, help="base seed (each process adds its rank)")
     add_flag(run, "--output_dir", default="./output/clip_test", help="where logs and checkpoints go")
     add_flag(run, "--resume", nargs="?", const="", default=None,
              help="resume from PATH (no value: checkpoint_last.pth in --output_dir)")
     add_flag(run, "--checkpoint", default="", help="weights to evaluate (--evaluate) or to start training from")
-    add_flag(run, "--save_freq", type=int, default=1, help="write checkpoint_<epoch>.pth every N epochs")
-    add_flag(run, "--keep_checkpoints", type=int, default=0,
+    add_flag(run, "--save_freq", type=COUNT, default=1, help="write checkpoint_<epoch>.pth every N epochs")
+    add_flag(run, "--keep_checkpoints", type=NON_NEGATIVE_INT, default=0,
              help="keep only the K newest checkpoint_<epoch>.pth (0 = all); the one checkpoint_last.pth names stays")
-    add_flag(run, "--save_every_steps", type=int, default=0,
+    add_flag(run, "--save_every_steps", type=NON_NEGATIVE_INT, default=0,
              help="also write checkpoint_last.pth every N training steps, inside epochs; --resume continues at "
                   "that step (0 = only at epoch ends)")
-    add_flag(run, "--max_skipped_steps", type=int, default=100,
+    add_flag(run, "--max_skipped_steps", type=COUNT, default=100,
              help="stop (after writing checkpoint_last.pth) when K steps in a row have a non-finite loss")
-    add_flag(run, "--log_every", type=int, default=50, help="progress-bar refresh interval (iterations)")
+    add_flag(run, "--log_every", type=COUNT, default=50, help="progress-bar refresh interval (iterations)")
     add_bool_flag(run, "--progress", default=True, help="show a tqdm progress bar")
 
 
@@ -183,7 +194,8 @@ def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     """Retrieval and zero-shot evaluation."""
     evaluation = parser.add_argument_group("evaluation")
     add_flag(evaluation, "--evaluate", action="store_true", help="evaluate --checkpoint and exit")
-    add_flag(evaluation, "--eval_freq", type=int, default=0, help="also evaluate every N epochs (0: only at the end)")
+    add_flag(evaluation, "--eval_freq", type=NON_NEGATIVE_INT, default=0,
+             help="also evaluate every N epochs (0: only at the end)")
     add_flag(evaluation, "--zs_dataset", default="imagenet", choices=[*ZEROSHOT_DATASETS, "none", ""],
              help="zero-shot classification set ('none' skips it; absent data is skipped with a note)")
     add_flag(evaluation, "--zs_datafolder", default=None,

@@ -20,6 +20,9 @@ def read_json_array(path: str | Path) -> list[Any]:
         ) from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text (byte offset {err.start})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to parse (an annotation file is an array of flat "
+                        f"objects)") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of entries, found {type(data).__name__}")
     return data

@@ -87,6 +87,11 @@ class ImageTextDataset(Dataset):
         total = sum(len(entries) for _, entries in sources)
         self.num_samples = total
         kept = math.floor(train_frac * total)
+        self.num_kept = kept
+        names = ", ".join(str(path) for path, _ in sources)
+        if kept == 0 and total:
+            raise DataError(f"--train_frac {train_frac} keeps none of the {total} entries of {names}; "
+                            f"raise it to at least {math.ceil(1e6 / total) / 1e6:g}")
 
         image_indices: dict[str | int, int] = {}
         self.pairs: list[_Pair] = []
@@ -110,8 +115,8 @@ class ImageTextDataset(Dataset):
         self.num_images = len(image_indices)
         self.num_skipped = len(problems)
         if not self.pairs:
-            names = ", ".join(str(path) for path, _ in sources)
-            raise DataError(f"no usable training entries in {names} (images under {self.image_root})"
+            among = f" among the first {kept} (--train_frac {train_frac})" if kept < total else ""
+            raise DataError(f"no usable training entries{among} in {names} (images under {self.image_root})"
                             + (f"; first problem: {problems[0]}" if problems else ""))
         if problems:
             logger.warning("skipped %d unusable training entries, e.g. %s", len(problems),

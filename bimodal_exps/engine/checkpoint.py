@@ -143,15 +143,17 @@ def load_checkpoint(path: str | os.PathLike, required: Iterable[str] = ()) -> di
     return checkpoint
 
 
-def check_resume_keys(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
-    """Strict key check for `--resume`: every RESUME_KEYS entry present, nothing outside OPTIONAL_KEYS."""
-    missing = sorted(RESUME_KEYS - set(checkpoint))
-    unexpected = sorted(set(checkpoint) - RESUME_KEYS - OPTIONAL_KEYS)
+def check_resume_keys(checkpoint: dict[str, Any], path: str | os.PathLike, required: frozenset[str] = RESUME_KEYS,
+                      optional: frozenset[str] = OPTIONAL_KEYS,
+                      hint: str = "to start from its weights only, use --checkpoint instead of --resume") -> None:
+    """Strict key check for `--resume`: every `required` key present, nothing outside `required` and `optional`
+    (defaults: clip.py's training checkpoints); `hint` ends the error message."""
+    missing = sorted(required - set(checkpoint))
+    unexpected = sorted(set(checkpoint) - required - optional)
     if missing or unexpected:
         details = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in (("missing", missing),
                                                                            ("unexpected", unexpected)) if keys)
-        raise CheckpointError(f"{path} cannot be resumed from ({details}); to start from its weights only, "
-                              f"use --checkpoint instead of --resume")
+        raise CheckpointError(f"{path} cannot be resumed from ({details}); {hint}")
     if checkpoint["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {checkpoint['format_version']}, newer than this code "
                               f"({FORMAT_VERSION})")

@@ -36,7 +36,10 @@ def parse_kwargs(value: str | dict[str, Any] | None) -> dict[str, Any]:
     """Parse a JSON object of extra keyword arguments (argparse `type=` for `--image_kwargs`)."""
     if value is None:
         return {}
-    parsed = json.loads(value) if isinstance(value, str) else value
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(parsed, dict):
         raise ValueError(f"expected a JSON object of keyword arguments, got {value!r}")
     return dict(parsed)

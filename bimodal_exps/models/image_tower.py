@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import timm
+import torch
 from huggingface_hub import try_to_load_from_cache
 from timm.models import get_pretrained_cfg
 from torch import nn
@@ -109,3 +110,18 @@ def image_output_dim(tower: nn.Module) -> int:
     hidden layer (e.g. MobileNetV3: 960 channels pooled, then a 1280-d layer).
     """
     return int(getattr(tower, "head_hidden_size", None) or tower.num_features)
+
+
+def check_input_size(tower: nn.Module, image_res: int) -> None:
+    """Run one dummy `image_res`² image through `tower` (eval mode, no gradient, no RNG draw), so that a size it
+    cannot take (e.g. not a multiple of a ViT's patch, or not the size a fixed-size model was built for) fails
+    when the model is built instead of at the first training step."""
+    parameter = next(tower.parameters(), None)
+    device = parameter.device if parameter is not None else None
+    was_training = tower.training
+    try:
+        with torch.no_grad():
+            tower.eval()
+            tower(torch.zeros(1, 3, image_res, image_res, device=device))
+    finally:
+        tower.train(was_training)

@@ -32,49 +32,58 @@ __all__ = ["DISTILL_TYPES", "ITA_TYPES", "LOSS_HPARAMS", "LossHParam", "LossOutp
 
 @dataclass(frozen=True)
 class LossHParam:
-    """One loss flag: argparse type, default (None = the loss's own default), help, optional choices."""
+    """One loss flag: argparse type, default (None = the loss's own default), help, optional choices, and for
+    numbers the allowed range in interval notation (e.g. "(0, 1]"), checked when the flags are parsed."""
 
     type: type
     default: Any
     help: str
     choices: tuple | None = None
+    within: str | None = None
 
 
 LOSS_HPARAMS: dict[str, LossHParam] = {
     "temp": LossHParam(float, None, "temperature τ: fixed for clip/sogclr/sogclr_mine (default 0.01), initial "
-                                    "value for fastclip_v0/v3 and constant for fastclip_v1 (default 0.07)"),
+                                    "value for fastclip_v0/v3 and constant for fastclip_v1 (default 0.07)",
+                       within="(0, inf)"),
     "learnable_temp": LossHParam(bool, False, "clip: learn log τ (no weight decay, clamped to [0.001, 0.5])"),
     "sogclr_gamma": LossHParam(float, None, "γ, weight of the new batch estimate in the moving average "
-                                            "(γ_min of the cosine schedule); default 0.8, fastclip 0.2"),
+                                            "(γ_min of the cosine schedule); default 0.8, fastclip 0.2",
+                               within="(0, 1]"),
     "gamma_schedule": LossHParam(str, None, "γ schedule by epoch: constant, or cosine from 1 at epoch 0 to "
                                             "sogclr_gamma at gamma_decay_epochs (default constant, fastclip cosine)",
                                  GAMMA_SCHEDULES),
-    "gamma_decay_epochs": LossHParam(int, None, "epochs of the cosine γ decay (default: half of the epochs)"),
+    "gamma_decay_epochs": LossHParam(int, None, "epochs of the cosine γ decay (default: half of the epochs)",
+                                     within="[1, inf)"),
     "state_init": LossHParam(str, "first_visit", "initial moving average: first_visit (u = ĝ on a sample's first "
                                                  "visit), zero (u = 0) or epoch0 (u = ĝ throughout epoch 0)",
                              STATE_INITS),
     "gcl_normalizer": LossHParam(str, "negatives", "normaliser of ĝ: negatives only, or positive_included "
                                                    "(ISOG reference parity; HybridSogCLR parity)", NORMALIZERS),
     "tau_init": LossHParam(float, None, "initial per-sample τ (isogclr 0.01, fastclip_v2 0.03); "
-                                        "hybrid: base temperature τ₀ (0.01)"),
-    "rho_init": LossHParam(float, None, "DRO radius ρ for both modalities (overridden by --rho, --rho_I/--rho_T)"),
+                                        "hybrid: base temperature τ₀ (0.01)", within="(0, inf)"),
+    "rho_init": LossHParam(float, None, "DRO radius ρ for both modalities (overridden by --rho, --rho_I/--rho_T)",
+                           within="[0, inf)"),
     "rho": LossHParam(float, None, "ρ for both modalities (default: isogclr 6.0, tempnet 7.0, "
-                                   "fastclip_v2 7.0, fastclip_v3 6.5)"),
-    "rho_I": LossHParam(float, None, "ρ of the image anchors (most specific flag wins)"),
-    "rho_T": LossHParam(float, None, "ρ of the text anchors (most specific flag wins)"),
-    "eta_init": LossHParam(float, 0.03, "step size η of the per-sample τ update of iSogCLR"),
+                                   "fastclip_v2 7.0, fastclip_v3 6.5)", within="[0, inf)"),
+    "rho_I": LossHParam(float, None, "ρ of the image anchors (most specific flag wins)", within="[0, inf)"),
+    "rho_T": LossHParam(float, None, "ρ of the text anchors (most specific flag wins)", within="[0, inf)"),
+    "eta_init": LossHParam(float, 0.03, "step size η of the per-sample τ update of iSogCLR", within="[0, inf)"),
     "eta_sched": LossHParam(str, "const", "schedule of η by epoch", ETA_SCHEDULES),
-    "eta_min": LossHParam(float, 1e-4, "final η of the cosine/exp schedules"),
-    "eta_exp_gamma": LossHParam(float, 0.8, "decay factor κ of the exp η schedule"),
+    "eta_min": LossHParam(float, 1e-4, "final η of the cosine/exp schedules", within="[0, inf)"),
+    "eta_exp_gamma": LossHParam(float, 0.8, "decay factor κ of the exp η schedule", within="(0, 1]"),
     "eta_cosine": LossHParam(str, "quarter", "cosine η shape: quarter (reference) or half", ETA_COSINE_KINDS),
     "eta_exp_parity": LossHParam(bool, False, "exp η schedule with the reference's exponent epoch−1"),
-    "beta_u": LossHParam(float, 0.9, "weight of the new clipped τ-gradient in iSogCLR's momentum"),
-    "tau_min": LossHParam(float, None, "lower bound of τ (isogclr/tempnet 0.005, fastclip_v2 0.01)"),
-    "tau_max": LossHParam(float, None, "upper bound of τ (isogclr/tempnet 0.05, fastclip_v2 1.0)"),
+    "beta_u": LossHParam(float, 0.9, "weight of the new clipped τ-gradient in iSogCLR's momentum", within="[0, 1]"),
+    "tau_min": LossHParam(float, None, "lower bound of τ (isogclr/tempnet 0.005, fastclip_v2 0.01)",
+                          within="(0, inf)"),
+    "tau_max": LossHParam(float, None, "upper bound of τ (isogclr/tempnet 0.05, fastclip_v2 1.0)",
+                          within="(0, inf)"),
     "cov_coeff": LossHParam(float, None, "weight of the off-diagonal covariance penalty on both modalities "
-                                         "(sogclr_mine 1.0, hybrid 0.0)"),
+                                         "(sogclr_mine 1.0, hybrid 0.0)", within="[0, inf)"),
     "std_coeff": LossHParam(float, None, "weight of the variance hinge on both modalities (sogclr_mine 0.0, "
-                                         "sogclr_v2_mine 5.0, hybrid 0.0); always active on unit-norm features"),
+                                         "sogclr_v2_mine 5.0, hybrid 0.0); always active on unit-norm features",
+                            within="[0, inf)"),
     "info_alpha": LossHParam(str, "0", "InfoSogCLR positive mass α in [0, 1), or 'batch' for α = 1/B "
                                        "(InfoNCE parity)"),
     "individual_tau": LossHParam(bool, False, "InfoSogCLR: learn a τ per sample and modality with iSogCLR's rule "
@@ -84,19 +93,21 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
     "hybrid_std": LossHParam(str, "unbiased", "hybrid: std estimator of the adaptive temperature", HYBRID_STD),
     "tempnet_design": LossHParam(str, "tnet", "TempNet architecture: tnet (TempNet paper) or dtn (DistTempNet "
                                               "design 3)", TEMPNET_DESIGNS),
-    "tempnet_protos": LossHParam(int, 256, "number of TempNet prototypes M"),
-    "tempnet_dropout": LossHParam(float, 0.5, "dropout of the TempNet projection (train mode only)"),
+    "tempnet_protos": LossHParam(int, 256, "number of TempNet prototypes M", within="[1, inf)"),
+    "tempnet_dropout": LossHParam(float, 0.5, "dropout of the TempNet projection (train mode only)", within="[0, 1)"),
     "tempnet_proto_init": LossHParam(bool, True, "initialise TempNet prototypes from the first global batch "
                                                  "(other modality)"),
     "lr_tau": LossHParam(float, None, "fastclip τ learning rate: v0 lr of θ = log(1/τ) on the main schedule "
                                       "(default --lr), v2 step of the per-sample rule (0.0133), v3 lr of θ's "
-                                      "own Adam, /3 once τ ≤ 0.03 (2e-4)"),
+                                      "own Adam, /3 once τ ≤ 0.03 (2e-4)", within="[0, inf)"),
     "lr_tau_scheduler": LossHParam(str, None, "fastclip v0/v3 lr of θ = log(1/τ): cosine (the model's schedule; "
                                               "v0 default), const, or step_thresh (÷3 once τ ≤ 0.03; v3 default)",
                                    LR_TAU_SCHEDULERS),
-    "tau_beta1": LossHParam(float, 0.9, "fastclip_v2: β1 of the per-sample τ rule (0 during epoch 0)"),
-    "tau_beta2": LossHParam(float, 0.999, "fastclip_v2: β2 of the per-sample τ rule (0 during epoch 0)"),
-    "tau_eps": LossHParam(float, 1e-8, "fastclip_v2: eps of the per-sample τ rule"),
+    "tau_beta1": LossHParam(float, 0.9, "fastclip_v2: β1 of the per-sample τ rule (0 during epoch 0)",
+                            within="[0, 1)"),
+    "tau_beta2": LossHParam(float, 0.999, "fastclip_v2: β2 of the per-sample τ rule (0 during epoch 0)",
+                            within="[0, 1)"),
+    "tau_eps": LossHParam(float, 1e-8, "fastclip_v2: eps of the per-sample τ rule", within="(0, inf)"),
     "v3_tau_grad": LossHParam(str, "reference", "fastclip_v3 τ-gradient: reference (E_w term counted twice, "
                                                 "as tuned upstream) or consistent", V3_TAU_GRADS),
     "dist_mode": LossHParam(str, "autograd", "multi-process gradient of the candidates: autograd (all-gather whose "

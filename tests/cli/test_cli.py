@@ -1,4 +1,5 @@
 """The flag contract: seed commands parse verbatim, D2 semantics, both spellings, configs, clear errors."""
+import re
 import shlex
 
 import pytest
@@ -59,12 +60,20 @@ def test_seed_002_command_parses_with_its_webdataset_flags():
 @pytest.mark.parametrize("flags, message", [
     ("--dataset_type webdataset --train-num-samples 10", "needs --train-data"),
     ("--dataset_type webdataset --train-data 'a/{0..3}.tar'", "needs --train-num-samples"),
-    ("--dataset_type webdataset --train-data a.tar --train-num-samples 0", "--train-num-samples must be >= 1"),
-    ("--dataset_type webdataset --train-data a.tar --train-num-samples 5 --data_size -1", "--data_size must be >= 1"),
 ])
 def test_webdataset_flags_are_validated(flags, message):
     with pytest.raises(UsageError, match=message):
         parse(flags)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--dataset_type webdataset --train-data a.tar --train-num-samples 0", "--train-num-samples.*must be >= 1"),
+    ("--dataset_type webdataset --train-data a.tar --train-num-samples 5 --data_size -1", "--data_size.*must be >= 1"),
+])
+def test_webdataset_sizes_are_range_checked_by_argparse(flags, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse(flags)
+    assert info.value.code == 2 and re.search(message, capsys.readouterr().err)
 
 
 def test_auto_dataset_type_follows_the_shard_extension():

@@ -1,4 +1,5 @@
 """Fixtures of the robustness tests: tiny `shapes` data and one uninterrupted reference run."""
+import os
 from pathlib import Path
 
 import pytest
@@ -22,4 +23,14 @@ def reference(common, tmp_path_factory) -> Path:
     """The uninterrupted run that interrupted-and-resumed runs must reproduce exactly."""
     out = tmp_path_factory.mktemp("reference")
     assert run_in_process(f"{common} --output_dir {out}") == 0
+    return out
+
+
+@pytest.fixture
+def previous_run(reference, tmp_path) -> Path:
+    """An output folder holding a finished run's checkpoint (a hard link to the reference's), for runs that
+    must fail without touching it."""
+    out = tmp_path / "previous_run"
+    out.mkdir()
+    os.link(reference / "checkpoint_last.pth", out / "checkpoint_last.pth")
     return out

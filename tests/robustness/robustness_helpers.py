@@ -2,6 +2,7 @@
 state comparison (a uniquely named module, so that test files never import `conftest`)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -65,3 +66,23 @@ def single_error_line(stderr: str) -> str:
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
+def exit_status(args: str) -> int:
+    """clip.py's main in this process, with argparse's own exits (status 2) returned instead of raised."""
+    try:
+        return run_in_process(args)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+def the_error(stderr: str) -> str:
+    """The one error line a failed run printed: from clip.py (`error: …`) or argparse (`clip.py: error: …`);
+    fails when there are several, or a traceback."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error") or ": error: " in line]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """SHA-256 of every checkpoint file in `folder` (name -> digest)."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.pth*"))}

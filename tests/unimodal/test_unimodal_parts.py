@@ -37,16 +37,21 @@ def test_lincls_defaults_follow_the_seed():
     assert (args.epochs, args.batch_size, args.lr, args.momentum, args.weight_decay) == (90, 1024, 0.1, 0.9, 0.0)
 
 
+def test_imagenet100_without_a_class_list_is_a_usage_error():
+    with pytest.raises(UsageError, match="class-list"):
+        parse_train_args(["--data", "d", "--data_name", "imagenet100"])
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--data_name", "imagenet100"], "class-list"),
-    (["--gamma", "0"], "gamma"),
-    (["--gamma", "1.5"], "gamma"),
-    (["--batch-size", "0"], "batch-size"),
-    (["--crop-min", "0"], "crop-min"),
+    (["--gamma", "0"], "--gamma: must be in (0, 1] (got 0.0)"),
+    (["--gamma", "1.5"], "--gamma: must be in (0, 1] (got 1.5)"),
+    (["--batch-size", "0"], "--batch-size/--batch_size: must be >= 1 (got 0)"),
+    (["--crop-min", "0"], "--crop-min/--crop_min: must be in (0, 1] (got 0.0)"),
 ])
-def test_bad_train_flags_are_usage_errors(argv, message):
-    with pytest.raises(UsageError, match=message):
+def test_out_of_range_train_flags_are_one_line_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
         parse_train_args(["--data", "d", *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_launch_layout():

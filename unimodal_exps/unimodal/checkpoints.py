@@ -12,10 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, link_atomic, load_checkpoint, load_state_strict,
-                               restore_rng_state, save_atomic)
+from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, check_resume_keys, link_atomic, load_checkpoint,
+                               load_state_strict, restore_rng_state, save_atomic)
 
 LAST = "checkpoint_last.pth.tar"
+# The keys `save` writes, all of which `--resume` needs.
+RESUME_KEYS = frozenset({"format_version", "arch", "model", "loss", "optimizer", "scaler", "rng", "epoch", "step",
+                         "args"})
 
 
 @dataclass
@@ -61,6 +64,8 @@ def save(state: TrainingState, out_dir: Path, epochs_done: int, steps_done: int,
 def resume(state: TrainingState, path: str | Path) -> int:
     """Restore everything from `path` (strict key/shape checks); return the number of epochs done."""
     ckpt = load_checkpoint(path)
+    check_resume_keys(ckpt, path, required=RESUME_KEYS, optional=frozenset(),
+                      hint=f"--resume takes a {LAST} or checkpoint_<epoch>.pth.tar written by train.py")
     load_state_strict(state.encoder, ckpt["model"], "encoder", path)
     load_state_strict(state.loss_fn, ckpt["loss"], "loss state (per-image estimates; same data set?)", path)
     state.optimizer.load_state_dict(ckpt["optimizer"])

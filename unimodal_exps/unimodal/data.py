@@ -3,14 +3,20 @@
 Items are `(image, label, index)`: the dataset index keys SogCLR's per-image state, so it must be stable
 for a given folder and class list (torchvision's sorted folder scan guarantees that). Fetched with a
 `SampleKey` (the training sampler's), an image's augmentation draws are seeded by (seed, epoch, index).
+
+Bad files follow clip.py's policy: empty (zero-byte) or unreadable files are skipped at the scan and counted;
+a file that cannot be decoded when it is loaded stops the run with one line naming it (dataset.images.load_rgb).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from dataset.images import load_rgb
 from dataset.sample_rng import SampleKey, sample_seed, seeded_draws
 from unimodal.options import UsageError
 
@@ -36,7 +42,20 @@ class IndexedImageFolder(ImageFolder):
 
     def __init__(self, root: str | Path, transform: Callable | None = None, classes: list[str] | None = None) -> None:
         self.wanted = sorted(classes) if classes is not None else None
-        super().__init__(str(root), transform=transform)
+        self.skipped: list[str] = []
+        super().__init__(str(root), transform=transform, loader=load_rgb, is_valid_file=self._usable)
+
+    def _usable(self, path: str) -> bool:
+        """An image file by its extension that is not empty; empty or unreadable ones are recorded in `skipped`."""
+        if not has_file_allowed_extension(path, IMG_EXTENSIONS):
+            return False
+        try:
+            usable = os.path.getsize(path) > 0
+        except OSError:
+            usable = False
+        if not usable:
+            self.skipped.append(path)
+        return usable
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         """The wanted classes (all folders without a class list); missing wanted folders are an error."""
@@ -67,6 +86,10 @@ def open_split(data: str | Path, split: str, transform: Callable, class_list: st
         raise UsageError(f"{root} is not a folder: --data must hold {split}/<class>/<images> (ImageNet layout)")
     classes = read_class_list(class_list) if class_list else None
     try:
-        return IndexedImageFolder(root, transform=transform, classes=classes)
+        folder = IndexedImageFolder(root, transform=transform, classes=classes)
     except FileNotFoundError as error:
         raise UsageError(f"{root}: {error}") from None
+    if folder.skipped:
+        print(f"note: skipped {len(folder.skipped)} empty or unreadable image file(s) under {root}, "
+              f"e.g. {folder.skipped[0]}")
+    return folder

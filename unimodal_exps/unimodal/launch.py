@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import torch
 import torch.multiprocessing as mp
 
+from dataset.errors import without_worker_traceback
 from engine.distributed import (DistEnv, abort_process, detect_launcher, init_distributed, join_group,
                                 shutdown_distributed, silence_non_main)
 from engine.runtime import UsageError
@@ -98,8 +99,8 @@ def run_process(local_rank: int, launch: Launch, worker: Worker, args: argparse.
         if not (env.distributed or launch.spawn):
             raise
         if isinstance(error, user_errors):
-            print(f"error (rank {launch.rank_of(local_rank) if launch.spawn else env.rank}): {error}",
-                  file=sys.stderr)
+            print(f"error (rank {launch.rank_of(local_rank) if launch.spawn else env.rank}): "
+                  f"{without_worker_traceback(str(error))}", file=sys.stderr)
         else:
             traceback.print_exc()
         abort_process(1)
@@ -128,5 +129,5 @@ def run_command(parse: Callable[[list[str] | None], argparse.Namespace], worker:
     try:
         return 0 if launch_workers(worker, parse(argv), USER_ERRORS) else 1
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {without_worker_traceback(str(error))}", file=sys.stderr)
         return 1

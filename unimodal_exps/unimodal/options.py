@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import argparse
 
-from cli.flags import add_flag
+from cli.flags import OneLineParser, add_flag
+from cli.ranges import Range
 from engine.runtime import UsageError
+
+__all__ = ["UsageError", "build_lincls_parser", "build_train_parser", "parse_lincls_args", "parse_train_args"]
 
 DATA_NAMES = ("imagenet1000", "imagenet100", "folder")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+# Ranges of the numeric flags (interval notation, cli.ranges); NaN and ±inf are refused everywhere.
+COUNT = Range(int, "[1, inf)")
+NON_NEGATIVE_INT = Range(int, "[0, inf)")
+POSITIVE = Range(float, "(0, inf)")
+UNIT = Range(float, "(0, 1]")
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +32,9 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(group, "--class-list", default=None,
              help="file of class folder names, one per line (a line 'wnid/image.JPEG' counts as its folder); "
                   "required by --data_name imagenet100, optional otherwise")
-    add_flag(group, "--image-size", type=int, default=224, help="crop size in pixels")
-    add_flag(group, "--workers", type=int, default=32, help="data-loading workers per node (split over its processes)")
+    add_flag(group, "--image-size", type=COUNT, default=224, help="crop size in pixels")
+    add_flag(group, "--workers", type=NON_NEGATIVE_INT, default=32,
+             help="data-loading workers per node (split over its processes)")
 
 
 def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
@@ -33,36 +42,39 @@ def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("devices and processes (torchrun / srun are detected and take precedence)")
     add_flag(group, "--multiprocessing-distributed", action="store_true",
              help="start --nproc-per-node processes on this node (one per GPU) and train with DDP")
-    add_flag(group, "--nproc-per-node", type=int, default=None,
+    add_flag(group, "--nproc-per-node", type=COUNT, default=None,
              help="processes per node with --multiprocessing-distributed (default: the GPU count, 1 without GPUs)")
-    add_flag(group, "--world-size", type=int, default=-1,
+    add_flag(group, "--world-size", type=Range(int, "[-1, inf)"), default=-1,
              help="number of nodes (seed semantics; the process count is nodes × --nproc-per-node)")
-    add_flag(group, "--rank", type=int, default=-1, help="rank of this node")
+    add_flag(group, "--rank", type=Range(int, "[-1, inf)"), default=-1, help="rank of this node")
     add_flag(group, "--dist-url", default="tcp://localhost:10001", help="rendezvous URL of the process group")
-    add_flag(group, "--dist-timeout", type=float, default=30.0, help="minutes before a stuck collective fails")
+    add_flag(group, "--dist-timeout", type=POSITIVE, default=30.0, help="minutes before a stuck collective fails")
     add_flag(group, "--device", default=None, help="cuda or cpu (default: cuda when available)")
     add_flag(group, "--precision", default="auto", choices=PRECISIONS,
              help="auto: fp16 autocast (with loss scaling) on CUDA, fp32 on CPU")
-    add_flag(group, "--seed", type=int, default=0, help="seed of the model initialisation and the augmentations")
+    add_flag(group, "--seed", type=Range(int, "[0, 4294967295]"), default=0,
+             help="seed of the model initialisation and the augmentations")
 
 
 def _add_common_train_flags(parser: argparse.ArgumentParser, epochs: int, batch: int, lr: float,
                             wd: float) -> argparse._ArgumentGroup:
     """Epochs, batch, optimiser and output flags shared by both scripts; returns their group."""
     group = parser.add_argument_group("model and optimisation")
-    add_flag(group, "--epochs", type=int, default=epochs, help="epochs to run")
-    add_flag(group, "--batch-size", type=int, default=batch, help="global batch size over all processes")
-    add_flag(group, "--lr", "--learning-rate", type=float, default=lr, help="base learning rate (scaled by the batch)")
-    add_flag(group, "--momentum", type=float, default=0.9, help="momentum")
-    add_flag(group, "--wd", "--weight-decay", dest="weight_decay", type=float, default=wd, help="weight decay")
+    add_flag(group, "--epochs", type=COUNT, default=epochs, help="epochs to run")
+    add_flag(group, "--batch-size", type=COUNT, default=batch, help="global batch size over all processes")
+    add_flag(group, "--lr", "--learning-rate", type=POSITIVE, default=lr,
+             help="base learning rate (scaled by the batch)")
+    add_flag(group, "--momentum", type=Range(float, "[0, 1)"), default=0.9, help="momentum")
+    add_flag(group, "--wd", "--weight-decay", dest="weight_decay", type=Range(float, "[0, inf)"), default=wd,
+             help="weight decay")
     add_flag(group, "--save_dir", default="./saved_models/", help="output folder (created)")
-    add_flag(group, "--print-freq", type=int, default=10, help="print progress every N iterations")
+    add_flag(group, "--print-freq", type=COUNT, default=10, help="print progress every N iterations")
     return group
 
 
 def build_train_parser() -> argparse.ArgumentParser:
     """Parser of train.py (SogCLR's flags and defaults)."""
-    parser = argparse.ArgumentParser(prog="train.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = OneLineParser(prog="train.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description="Self-supervised pre-training with SogCLR (dcl) or SimCLR.")
     _add_data_flags(parser)
     model = _add_common_train_flags(parser, epochs=100, batch=256, lr=0.075, wd=1e-6)
@@ -70,25 +82,27 @@ def build_train_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("SogCLR")
     add_flag(group, "--loss_type", default="dcl", choices=("dcl", "simclr", "sogclr", "cl"),
              help="dcl = SogCLR (moving-average estimator), simclr = NT-Xent (sogclr and cl are aliases)")
-    add_flag(group, "--gamma", type=float, default=0.9, help="γ of SogCLR's moving average, in (0, 1]")
-    add_flag(group, "--t", type=float, default=0.1, help="temperature")
+    add_flag(group, "--gamma", type=UNIT, default=0.9, help="γ of SogCLR's moving average, in (0, 1]")
+    add_flag(group, "--t", type=POSITIVE, default=0.1, help="temperature")
     add_flag(group, "--learning-rate-scaling", default="sqrt", choices=("sqrt", "linear"),
              help="sqrt: lr·√batch, linear: lr·batch/256")
-    add_flag(group, "--warmup-epochs", type=int, default=10, help="linear warm-up epochs before the cosine decay")
-    add_flag(group, "--crop-min", type=float, default=0.08, help="minimum area fraction of RandomResizedCrop")
-    add_flag(group, "--blur-prob", type=float, default=1.0, help="probability of the Gaussian blur (σ in [0.1, 2])")
-    add_flag(group, "--dim", type=int, default=128, help="output width of the projection MLP")
-    add_flag(group, "--mlp-dim", type=int, default=2048, help="hidden width of the projection MLP")
-    add_flag(group, "--num_proj_layers", type=int, default=2, help="linear layers of the projection MLP")
+    add_flag(group, "--warmup-epochs", type=NON_NEGATIVE_INT, default=10,
+             help="linear warm-up epochs before the cosine decay")
+    add_flag(group, "--crop-min", type=UNIT, default=0.08, help="minimum area fraction of RandomResizedCrop")
+    add_flag(group, "--blur-prob", type=Range(float, "[0, 1]"), default=1.0,
+             help="probability of the Gaussian blur (σ in [0.1, 2])")
+    add_flag(group, "--dim", type=COUNT, default=128, help="output width of the projection MLP")
+    add_flag(group, "--mlp-dim", type=COUNT, default=2048, help="hidden width of the projection MLP")
+    add_flag(group, "--num_proj_layers", type=COUNT, default=2, help="linear layers of the projection MLP")
     add_flag(group, "--resume", default=None, help="checkpoint to continue from (model, optimiser, per-image state)")
-    add_flag(group, "--save-freq", type=int, default=10, help="keep a numbered checkpoint every N epochs")
+    add_flag(group, "--save-freq", type=COUNT, default=10, help="keep a numbered checkpoint every N epochs")
     _add_launch_flags(parser)
     return parser
 
 
 def build_lincls_parser() -> argparse.ArgumentParser:
     """Parser of lincls.py (SogCLR's linear-evaluation defaults)."""
-    parser = argparse.ArgumentParser(prog="lincls.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = OneLineParser(prog="lincls.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description="Linear classification on frozen pre-trained features.")
     _add_data_flags(parser)
     model = _add_common_train_flags(parser, epochs=90, batch=1024, lr=0.1, wd=0.0)
@@ -105,35 +119,17 @@ def build_lincls_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> argparse.Namespace:
-    """Range checks shared by both scripts."""
-    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--image-size": args.image_size,
-                "--print-freq": args.print_freq}
-    for flag, value in positive.items():
-        if value < 1:
-            raise UsageError(f"{flag} must be a positive integer, got {value}")
-    if args.lr <= 0.0 or args.weight_decay < 0.0:
-        raise UsageError(f"need --lr > 0 and --wd >= 0, got {args.lr} and {args.weight_decay}")
+    """Checks across flags shared by both scripts (argparse checks each numeric flag's range)."""
     if args.data_name == "imagenet100" and not args.class_list:
         raise UsageError("--data_name imagenet100 needs --class-list FILE (the 100 class folder names)")
-    if args.nproc_per_node is not None and args.nproc_per_node < 1:
-        raise UsageError(f"--nproc-per-node must be positive, got {args.nproc_per_node}")
     return args
 
 
 def parse_train_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check train.py's flags; a UsageError for values out of range."""
-    args = _check(build_train_parser().parse_args(argv))
-    if not 0.0 < args.gamma <= 1.0:
-        raise UsageError(f"--gamma must lie in (0, 1], got {args.gamma}")
-    if args.t <= 0.0:
-        raise UsageError(f"--t must be positive, got {args.t}")
-    if not 0.0 < args.crop_min <= 1.0:
-        raise UsageError(f"--crop-min must lie in (0, 1], got {args.crop_min}")
-    if args.warmup_epochs < 0 or args.save_freq < 1:
-        raise UsageError("--warmup-epochs must be >= 0 and --save-freq >= 1")
-    return args
+    """Parse and check train.py's flags (exit status 2 with one line for a value out of range)."""
+    return _check(build_train_parser().parse_args(argv))
 
 
 def parse_lincls_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check lincls.py's flags; a UsageError for values out of range."""
+    """Parse and check lincls.py's flags (exit status 2 with one line for a value out of range)."""
     return _check(build_lincls_parser().parse_args(argv))

@@ -7,14 +7,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from cli.flags import blame_flags
 from dataset.sampler import ResumableDistributedSampler
 from engine.distributed import DistEnv, barrier, local_device, wrap_ddp
 from engine.logger import append_jsonl
 from engine.runtime import UsageError, plain_args, resolve_device, seed_everything, write_args
 from models.gcl.unimodal import build_unimodal_loss
+from models.image_tower import check_input_size
 from unimodal import checkpoints
 from unimodal.augment import pretrain_transform
 from unimodal.data import open_split
+from unimodal.errors import USER_ERRORS
 from unimodal.launch import Launch, workers_per_process
 from unimodal.model import ContrastiveEncoder, TwoViewTask, count_parameters
 from unimodal.optim import create_lars
@@ -43,9 +46,12 @@ def _loader(args: argparse.Namespace, env: DistEnv, launch: Launch,
 
 
 def _encoder(args: argparse.Namespace, env: DistEnv, device: torch.device) -> ContrastiveEncoder:
-    """The encoder with identical initial weights on every rank (SyncBatchNorm under DDP on CUDA)."""
+    """The encoder with identical initial weights on every rank (SyncBatchNorm under DDP on CUDA); one that cannot
+    be built from the flags or take --image-size is a UsageError naming them."""
     seed_everything(args.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    encoder = ContrastiveEncoder(args.arch, args.dim, args.mlp_dim, args.num_proj_layers)
+    with blame_flags(args, "arch", "image_size", "dim", "mlp_dim", "num_proj_layers", keep=USER_ERRORS):
+        encoder = ContrastiveEncoder(args.arch, args.dim, args.mlp_dim, args.num_proj_layers)
+        check_input_size(encoder.backbone, args.image_size)
     if env.distributed and device.type == "cuda":
         encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
     return encoder.to(device)
@@ -60,12 +66,14 @@ def pretrain_worker(env: DistEnv, launch: Launch, args: argparse.Namespace) -> N
     out_dir = write_args(args.save_dir, plain_args(args), "--save_dir") if env.is_main else Path(args.save_dir)
     loader, sampler, num_images = _loader(args, env, launch, device)
     encoder = _encoder(args, env, device)
-    loss_fn = build_unimodal_loss(args.loss_type, num_images, temp=args.t, gamma=args.gamma).to(device)
+    with blame_flags(args, "loss_type", "t", "gamma", keep=USER_ERRORS):
+        loss_fn = build_unimodal_loss(args.loss_type, num_images, temp=args.t, gamma=args.gamma).to(device)
     task = TwoViewTask(encoder, loss_fn)
     if env.distributed:
         task = wrap_ddp(task, device)
     peak_lr = scaled_lr(args.lr, args.batch_size, args.learning_rate_scaling)
-    optimizer = create_lars(encoder, peak_lr, args.weight_decay, args.momentum)
+    with blame_flags(args, "lr", "weight_decay", "momentum", keep=USER_ERRORS):
+        optimizer = create_lars(encoder, peak_lr, args.weight_decay, args.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     state = checkpoints.TrainingState(encoder, loss_fn, optimizer, scaler, plain_args(args))
     start_epoch = checkpoints.resume(state, args.resume) if args.resume else 0
