@@ -35,14 +35,14 @@ from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: 
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
+from models.config import ModelBuildError, ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.gcl.state import SampleIdError  # noqa: E402
 from models.losses import LOSS_HPARAMS, build_loss  # noqa: E402
 from models.pretrained import PretrainedWeightsError  # noqa: E402
 
 USER_ERRORS = (UsageError, DataError, CheckpointError, PretrainedWeightsError, TooManySkippedSteps,
-               DistributedSetupError, SampleIdError)
+               DistributedSetupError, SampleIdError, ModelBuildError)
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -144,14 +144,18 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     loader, sampler, num_samples, description = build_train_loader(args, env, tokenizer, device)
     evaluator = build_evaluator(args, tokenizer, device)
 
-    model = create_model(model_config).to(device)
+    notes: list[str] = []
+    model = create_model(model_config, notes).to(device)
+    if env.is_main:
+        for note in notes:
+            print(f"note: {note}")
     if args.compile:
         model.compile_towers(args.compile)
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
                           args.checkpoint)
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
-    hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
+    hparams["embed_dim"] = model.embed_dim  # TempNet sizes its networks from the embedding width
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:

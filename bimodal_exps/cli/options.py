@@ -9,6 +9,7 @@ from typing import Sequence
 
 from ruamel.yaml import YAML, YAMLError
 
+from cli.compose import finalise_composition
 from cli.parser import COMPATIBILITY_FLAGS, STORE_TRUE_COMPATIBILITY_FLAGS, UNSUPPORTED_FLAGS, build_parser
 from dataset.zeroshot import default_zeroshot_root
 from models.losses import LOSS_HPARAMS, used_hparams
@@ -68,6 +69,10 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     for name in unused:
         condition = " without --individual_tau" if name in used_hparams(args.ita_type) else ""
         warnings.append(f"--{name} is not used by --ita_type {args.ita_type}{condition}")
+    try:
+        finalise_composition(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.zs_dataset == "":
         args.zs_dataset = "none"
     if args.store_tau:

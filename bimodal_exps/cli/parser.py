@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.compose import add_composition_flags
 from cli.flags import add_bool_flag, add_flag, str2bool
 from dataset.zeroshot import ZEROSHOT_DATASETS
 from models.config import parse_kwargs, parse_pretrained
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--config", default=None, help="YAML file whose keys set flag defaults (flags still override)")
     _add_data_flags(parser)
     _add_model_flags(parser)
+    add_composition_flags(parser)
     _add_loss_flags(parser)
     _add_optim_flags(parser)
     _add_run_flags(parser)

@@ -13,6 +13,15 @@ BPE_DEFAULT_MAX_LEN = 77
 
 Pretrained = bool | str
 
+IMAGE_BUILDERS = ("timm", "torchvision", "openclip")
+# Builder and pooler names as ours and as ITRA spells them (values are matched case-insensitively).
+TEXT_BUILDERS = {"hf": "hf", "huggingface": "hf", "bpe": "bpe", "openclip": "openclip", "sbert": "sbert"}
+TEXT_POOLERS = {"cls": "cls", "cls_before_pooler": "cls", "pooler": "pooler", "mean": "mean"}
+
+
+class ModelBuildError(ValueError):
+    """A model description that cannot be built (unknown name, incompatible sizes or options)."""
+
 _TRUE_WORDS = {"true", "yes", "1", "on", "timm", "hf"}
 _FALSE_WORDS = {"false", "no", "0", "off", "none", ""}
 
@@ -56,6 +65,15 @@ class ModelConfig:
     text_max_len: tokens per caption incl. specials; None = 30 for HF towers, `context_length` for BPE.
     text_width / text_heads / text_layers / context_length: sizes of the from-scratch `Transformer`.
     image_kwargs: extra keyword arguments for `timm.create_model` (e.g. `{"depth": 2}` shrinks a ViT).
+    image_builder: `timm`, `torchvision` or `openclip` (then `image_encoder` is that library's model name).
+    text_builder: `hf`, `bpe` (the from-scratch Transformer), `openclip` (the text tower of an OpenCLIP model
+        named `text_encoder`) or `sbert`; "" = `bpe` for `Transformer`, else `hf`.
+    image_model_tag / text_model_tag: OpenCLIP pretrained name or local weight file (used when pretrained).
+    text_pooler: HF towers: `cls` (h_0), `pooler` (the model's pooler head on h_0) or `mean` (masked mean).
+    image_head_layers / text_head_layers: 0 = no head, 1 = Linear, n >= 2 = MLP of width `head_hidden_dim`
+        (`head_bn`: BatchNorm after each hidden Linear); see `models.heads`.
+    lock_image / lock_text: freeze a whole tower; lock_*_partial: comma list of parameter-name keywords to
+        freeze (leading `!` = freeze all but those); see `models.locking`.
     """
 
     image_encoder: str = "resnet50"
@@ -71,8 +89,35 @@ class ModelConfig:
     text_layers: int = 12
     context_length: int = 77
     image_kwargs: dict[str, Any] = field(default_factory=dict)
+    image_builder: str = "timm"
+    text_builder: str = ""
+    image_model_tag: str = ""
+    text_model_tag: str = ""
+    text_pooler: str = "cls"
+    image_head_layers: int = 1
+    text_head_layers: int = 1
+    head_hidden_dim: int = 2048
+    head_bn: bool = False
+    lock_image: bool = False
+    lock_text: bool = False
+    lock_image_partial: str = ""
+    lock_text_partial: str = ""
 
     def __post_init__(self) -> None:
+        image_builder = self.image_builder.lower()
+        if image_builder not in IMAGE_BUILDERS:
+            raise ModelBuildError(f"--image_builder {self.image_builder!r}: choose one of {', '.join(IMAGE_BUILDERS)}")
+        text_builder = self.text_builder.lower() or ("bpe" if self.text_encoder.lower() == TRANSFORMER_ALIAS else "hf")
+        if text_builder not in TEXT_BUILDERS:
+            raise ModelBuildError(f"--text_builder {self.text_builder!r}: choose one of hf, bpe, openclip, sbert")
+        if self.text_pooler.lower() not in TEXT_POOLERS:
+            raise ModelBuildError(f"--text_pooler {self.text_pooler!r}: choose one of cls, pooler, mean")
+        object.__setattr__(self, "image_builder", image_builder)
+        object.__setattr__(self, "text_builder", TEXT_BUILDERS[text_builder])
+        object.__setattr__(self, "text_pooler", TEXT_POOLERS[self.text_pooler.lower()])
+        for name in ("image_head_layers", "text_head_layers"):
+            if getattr(self, name) < 0:
+                raise ModelBuildError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("embed_dim", "image_res", "text_width", "text_heads", "text_layers", "context_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -85,8 +130,8 @@ class ModelConfig:
 
     @property
     def uses_bpe_text(self) -> bool:
-        """True for the from-scratch Transformer text tower (BPE tokens), False for Hugging Face towers."""
-        return self.text_encoder.lower() == TRANSFORMER_ALIAS
+        """True for towers fed open_clip's BPE tokens (the from-scratch Transformer, OpenCLIP text towers)."""
+        return self.text_builder in ("bpe", "openclip")
 
     @property
     def max_text_tokens(self) -> int:
