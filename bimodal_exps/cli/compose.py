@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_bool_flag, add_flag
-from models.config import IMAGE_BUILDERS, TEXT_BUILDERS, TEXT_POOLERS
+from models.config import ADAPTERS, IMAGE_BUILDERS, TEXT_BUILDERS, TEXT_POOLERS
 
 TEACHER_SIDES = ("text", "image")
 
@@ -40,6 +40,7 @@ def add_composition_flags(parser: argparse.ArgumentParser) -> None:
                  help="comma list of parameter-name keywords to freeze; a leading '!' freezes all but those")
         add_flag(group, f"--pretrained-{side}-model", dest=f"{side}_pretrained", action="store_const", const=True,
                  default=argparse.SUPPRESS, help=f"ITRA spelling of --{side}_pretrained true")
+    add_flag(group, "--adapter", default="", help=f"HF text towers: one of {', '.join(ADAPTERS)} (base frozen)")
     add_flag(group, "--teacher", type=str.lower, default="text", choices=TEACHER_SIDES,
              help="tower whose features act as the teacher in uni-directional objectives")
     add_flag(group, "--cache_teacher", default=None, metavar="FILE",

@@ -16,6 +16,8 @@ Pretrained = bool | str
 IMAGE_BUILDERS = ("timm", "torchvision", "openclip")
 # Builder and pooler names as ours and as ITRA spells them (values are matched case-insensitively).
 TEXT_BUILDERS = {"hf": "hf", "huggingface": "hf", "bpe": "bpe", "openclip": "openclip", "sbert": "sbert"}
+# Text-tower adapters (`models.adapters`); ITRA's other names (lang_adapter, dummy, mam_adapter, unipelt) are rejected.
+ADAPTERS = ("lora_adapter", "ia3_adapter", "prefix_tuning", "bottleneck_adapter")
 TEXT_POOLERS = {"cls": "cls", "cls_before_pooler": "cls", "pooler": "pooler", "mean": "mean"}
 
 
@@ -74,6 +76,8 @@ class ModelConfig:
         (`head_bn`: BatchNorm after each hidden Linear); see `models.heads`.
     lock_image / lock_text: freeze a whole tower; lock_*_partial: comma list of parameter-name keywords to
         freeze (leading `!` = freeze all but those); see `models.locking`.
+    adapter: HF text towers: `lora_adapter`, `ia3_adapter`, `prefix_tuning` (peft) or `bottleneck_adapter`;
+        the base weights freeze, the adapter trains (even with `lock_text`); see `models.adapters`.
     """
 
     image_encoder: str = "resnet50"
@@ -102,6 +106,7 @@ class ModelConfig:
     lock_text: bool = False
     lock_image_partial: str = ""
     lock_text_partial: str = ""
+    adapter: str = ""
 
     def __post_init__(self) -> None:
         image_builder = self.image_builder.lower()
@@ -115,6 +120,10 @@ class ModelConfig:
         object.__setattr__(self, "image_builder", image_builder)
         object.__setattr__(self, "text_builder", TEXT_BUILDERS[text_builder])
         object.__setattr__(self, "text_pooler", TEXT_POOLERS[self.text_pooler.lower()])
+        if self.adapter and self.adapter not in ADAPTERS:
+            raise ModelBuildError(f"--adapter {self.adapter!r} is not supported; choose one of {', '.join(ADAPTERS)}")
+        if self.adapter and self.text_builder != "hf":
+            raise ModelBuildError(f"--adapter needs --text_builder hf (got {self.text_builder})")
         for name in ("image_head_layers", "text_head_layers"):
             if getattr(self, name) < 0:
                 raise ModelBuildError(f"--{name} must be >= 0, got {getattr(self, name)}")

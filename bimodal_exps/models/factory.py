@@ -37,7 +37,7 @@ def create_model(cfg: ModelConfig, notes: list[str] | None = None) -> CLIP:
     return CLIP(visual_encoder, text_encoder, image_dim=image_dim, text_dim=text_dim, embed_dim=embed_dim,
                 image_head_layers=cfg.image_head_layers, text_head_layers=cfg.text_head_layers,
                 head_hidden_dim=cfg.head_hidden_dim, head_bn=cfg.head_bn, lock_image=cfg.lock_image,
-                lock_text=cfg.lock_text)
+                lock_text=cfg.lock_text and not cfg.adapter)
 
 
 __all__ = ["ModelConfig", "create_model", "create_tokenizer", "tiny_model_config"]

@@ -19,6 +19,7 @@ from open_clip.transformer import TextTransformer
 from torch import nn
 from transformers import AutoConfig, AutoModel, DistilBertConfig, PretrainedConfig, PreTrainedModel
 
+from models.adapters import add_bottleneck_adapters, add_peft_adapter
 from models.config import ModelBuildError, ModelConfig, Pretrained
 from models.pretrained import CACHE_HINT, PretrainedWeightsError, hf_hub_cache_dir, hub_offline, load_aligned
 
@@ -35,7 +36,7 @@ BUILTIN_CONFIGS: dict[str, type[PretrainedConfig]] = {
 class HFTextEncoder(nn.Module):
     """A Hugging Face encoder with a pooler (`cls`, `pooler` or `mean`); `num_features` = the hidden size."""
 
-    def __init__(self, transformer: PreTrainedModel, pooler: str = "cls") -> None:
+    def __init__(self, transformer: PreTrainedModel, pooler: str = "cls", adapter: str = "") -> None:
         super().__init__()
         has_pooler = getattr(transformer, "pooler", None) is not None
         if pooler == "pooler" and not has_pooler:
@@ -44,9 +45,13 @@ class HFTextEncoder(nn.Module):
         if has_pooler and pooler != "pooler":
             # Only `pooler` uses the BERT-style pooler; dropping it avoids DDP unused-parameter errors.
             transformer.pooler = None
+        self.num_features = int(transformer.config.hidden_size)
+        if adapter == "bottleneck_adapter":
+            self.adapters = add_bottleneck_adapters(transformer)
+        elif adapter:
+            transformer = add_peft_adapter(transformer, adapter)
         self.transformer = transformer
         self.pooler = pooler
-        self.num_features = int(transformer.config.hidden_size)
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         mask = tokens.get("attention_mask")
@@ -99,7 +104,7 @@ def create_text_tower(cfg: ModelConfig) -> nn.Module:
     if cfg.text_builder == "sbert":
         from models.sbert_tower import create_sbert_tower
         return create_sbert_tower(cfg.text_encoder)
-    return create_hf_tower(cfg.text_encoder, cfg.text_pretrained, cfg.text_pooler)
+    return create_hf_tower(cfg.text_encoder, cfg.text_pretrained, cfg.text_pooler, cfg.adapter)
 
 
 def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
@@ -113,20 +118,20 @@ def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
     return tower
 
 
-def create_hf_tower(name: str, pretrained: Pretrained = False, pooler: str = "cls") -> HFTextEncoder:
+def create_hf_tower(name: str, pretrained: Pretrained = False, pooler: str = "cls", adapter: str = "") -> HFTextEncoder:
     """Hugging Face encoder `name` (hub id or local directory), local files only.
 
     pretrained: False = random init from the config; True = weights of `name` (local directory or HF
     cache); a directory = an HF model directory with weights; a file = a state dict for `name`'s model.
     """
     if pretrained is False:
-        return HFTextEncoder(AutoModel.from_config(load_text_config(name)), pooler)
+        return HFTextEncoder(AutoModel.from_config(load_text_config(name)), pooler, adapter)
     if pretrained is True or Path(pretrained).is_dir():
         source = name if pretrained is True else str(pretrained)
-        return HFTextEncoder(_from_pretrained(source), pooler)
-    tower = HFTextEncoder(AutoModel.from_config(load_text_config(name)), pooler)
-    load_aligned(tower.transformer, pretrained)
-    return tower
+        return HFTextEncoder(_from_pretrained(source), pooler, adapter)
+    transformer = AutoModel.from_config(load_text_config(name))
+    load_aligned(transformer, pretrained)
+    return HFTextEncoder(transformer, pooler, adapter)
 
 
 def load_text_config(name: str) -> PretrainedConfig:
