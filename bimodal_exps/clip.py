@@ -15,10 +15,13 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 
 from cli.options import UsageError, parse_args  # noqa: E402
+from dataset.annotations import read_json_array  # noqa: E402
 from dataset.collate import TokenizingCollate  # noqa: E402
+from dataset.csv_pairs import CSVReader  # noqa: E402
+from dataset.episodes import EpisodicSampler  # noqa: E402
 from dataset.errors import DataError, without_worker_traceback  # noqa: E402
 from dataset.image_text import ImageTextDataset  # noqa: E402
 from dataset.retrieval import RetrievalDataset  # noqa: E402
@@ -26,13 +29,14 @@ from dataset.sampler import ResumableDistributedSampler  # noqa: E402
 from dataset.transforms import build_retrieval_transform, build_train_transform, build_zeroshot_transform  # noqa: E402
 from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict  # noqa: E402
-from engine.distributed import (DistEnv, DistributedSetupError, abort_process, init_distributed,  # noqa: E402
+from engine.distributed import (DistEnv, DistributedSetupError, abort_process, barrier, init_distributed,  # noqa: E402
                                 local_device, shutdown_distributed, silence_non_main)
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import format_results_table, write_eval_logs  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
+from engine.teacher_cache import cache_teacher_embeddings  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
 from models.config import ModelBuildError, ModelConfig  # noqa: E402
@@ -121,21 +125,41 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
         size_from = "--data_size" if args.data_size else "the shards' max key + 1"
         return loader, loader, state_size, (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
                                            f"state size {state_size} ({size_from})")
-    dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
-                               max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
-    sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size, rank=env.rank,
-                                          shuffle=True, seed=args.seed, drop_last=True)
+    dataset, base = build_train_dataset(args, train_transform(args))
+    if args.episode_size:
+        sampler = EpisodicSampler(len(dataset), args.episode_size, args.batch_size_train, num_replicas=env.world_size,
+                                  rank=env.rank, shuffle=True, seed=args.seed, drop_last=True)
+    else:
+        sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size,
+                                              rank=env.rank, shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
                         num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if len(loader) == 0:
         raise UsageError(f"{len(dataset)} training samples cannot fill one batch of --batch_size_train "
                          f"{args.batch_size_train} × {env.world_size} process(es)")
-    state_size = args.data_size or dataset.num_samples
-    if state_size < dataset.num_samples:
-        raise UsageError(f"--data_size {args.data_size} is smaller than the {dataset.num_samples} pair ids of "
-                         f"{', '.join(args.train_files)}; leave it out to size the loss state from the data")
-    return loader, sampler, state_size, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
+    state_size = args.data_size or base.num_samples
+    if state_size < base.num_samples:
+        raise UsageError(f"--data_size {args.data_size} is smaller than the {base.num_samples} pair ids of "
+                         f"{', '.join(base_files(args))}; leave it out to size the loss state from the data")
+    episodes = f", episodes of {args.episode_size}" if args.episode_size else ""
+    return loader, sampler, state_size, f"{len(dataset)} pairs ({base.num_skipped} skipped){episodes}"
+
+
+def base_files(args) -> list[str]:
+    """The training annotation files: `--train-data` for CSV/TSV, else the JSON files of `--train_file`."""
+    return [args.train_data] if args.dataset_type == "csv" else args.train_files
+
+
+def build_train_dataset(args, transform) -> tuple[Dataset, ImageTextDataset]:
+    """(training set, cut to `--train_size` pairs if given; the full `ImageTextDataset` it comes from)."""
+    reader = (CSVReader(args.csv_img_key, args.csv_caption_key, args.csv_separator)
+              if args.dataset_type == "csv" else read_json_array)
+    base = ImageTextDataset(base_files(args), args.train_image_dir, transform, max_words=args.max_words,
+                            strict=args.strict_data, train_frac=args.train_frac, reader=reader)
+    if args.train_size is None or args.train_size >= len(base):
+        return base, base
+    return Subset(base, range(args.train_size)), base
 
 
 def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]:
@@ -154,6 +178,8 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
                           args.checkpoint)
+    if args.cache_teacher:
+        return write_teacher_cache(args, model, tokenizer, device, env, num_samples)
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
     hparams["embed_dim"] = model.embed_dim  # TempNet sizes its networks from the embedding width
     loss_fn = build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
@@ -186,6 +212,24 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
         return fit(run)
     finally:
         stop_signal.uninstall()
+
+
+def write_teacher_cache(args, model, tokenizer, device: torch.device, env, num_samples: int) -> dict[str, float]:
+    """`--cache_teacher FILE`: rank 0 encodes every training pair (retrieval transform, in order) and exits."""
+    if args.dataset_type == "webdataset":
+        raise UsageError("--cache_teacher needs an annotation-file training set (not --dataset_type webdataset)")
+    if env.is_main:
+        dataset, _ = build_train_dataset(args, build_retrieval_transform(args.image_res))
+        loader = DataLoader(dataset, batch_size=args.batch_size_test, shuffle=False, num_workers=args.workers,
+                            collate_fn=TokenizingCollate(tokenizer))
+        try:
+            rows = cache_teacher_embeddings(model, loader, args.teacher, num_samples, device, args.cache_teacher)
+        except OSError as error:
+            raise UsageError(f"--cache_teacher {args.cache_teacher}: cannot write ({error.strerror})") from None
+        print(f"wrote {args.teacher} teacher embeddings of {rows} pairs ({num_samples} rows × {model.embed_dim}) "
+              f"to {args.cache_teacher}")
+    barrier()
+    return {}
 
 
 def _plain_args(args) -> dict:

@@ -58,6 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 
 def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     warnings: list[str] = []
+    try:
+        warnings.extend(finalise_composition(args, explicit))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     for name, reason in UNSUPPORTED_FLAGS.items():
         if getattr(args, name):
             raise UsageError(f"--{name} is not supported: {reason}")
@@ -69,10 +73,6 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     for name in unused:
         condition = " without --individual_tau" if name in used_hparams(args.ita_type) else ""
         warnings.append(f"--{name} is not used by --ita_type {args.ita_type}{condition}")
-    try:
-        finalise_composition(args)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     if args.zs_dataset == "":
         args.zs_dataset = "none"
     if args.store_tau:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.compose import add_composition_flags
+from cli.compose import add_composition_flags, bool_or_steps
 from cli.flags import add_bool_flag, add_flag, str2bool
 from dataset.zeroshot import ZEROSHOT_DATASETS
 from models.config import parse_kwargs, parse_pretrained
@@ -11,7 +11,7 @@ from models.losses import ITA_TYPES, LOSS_HPARAMS
 
 # Flags the references declared but never used; accepted so old commands run, warned about when set.
 COMPATIBILITY_FLAGS: dict[str, tuple[type, object]] = {
-    "vision_width": (int, 768), "bert_config": (str, "configs/config_bert.json"), "warmup": (str2bool, True),
+    "vision_width": (int, 768), "bert_config": (str, "configs/config_bert.json"), "warmup": (bool_or_steps, True),
     "k_test": (int, 256), "enable_surrogate": (str2bool, False), "alpha": (float, 1.0), "grad_accum": (int, 10),
     "save_learned_taus": (str2bool, False), "proto_std": (float, 10.0), "proto_num": (int, 256),
     "upper_rho_plus": (float, 0.0), "proto_weight": (float, 1.0), "sinkhorn_eps": (float, 0.05),
@@ -61,7 +61,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
              help="COCO retrieval JSON (default: <ann_path>/coco_val.json)")
     add_flag(data, "--coco_image_root", default=None,
              help="COCO images (default: <data_path>/mscoco_val/mscoco_val2014_subset_5k)")
-    add_flag(data, "--dataset_type", default="json", choices=["json", "webdataset", "auto"],
+    add_flag(data, "--dataset_type", default="json", choices=["json", "webdataset", "csv", "auto"],
              help="training input: annotation JSON + image folder, or webdataset shards (auto: by --train-data's "
                   ".tar extension)")
     add_flag(data, "--train-data", default=None, help="webdataset shard pattern (brace expansion, '::' lists)")

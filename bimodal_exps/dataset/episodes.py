@@ -1,0 +1,37 @@
+"""Episodic sampling (ProtoCLIP, Chen et al. 2022): each epoch trains on E pair ids drawn with replacement.
+
+The draw is a pure function of (seed, epoch), identical on every rank and after a resume; the epoch then
+runs over the E positions exactly like a plain epoch (shuffle, rank split, mid-epoch start), and items keep
+their true pair ids, so per-sample loss state stays attached to the right pairs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from dataset.sampler import ResumableDistributedSampler
+
+
+def episode_ids(seed: int, epoch: int, population: int, episode_size: int) -> np.ndarray:
+    """`episode_size` dataset positions drawn uniformly with replacement from [0, population), seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).integers(0, population, size=episode_size)
+
+
+class EpisodicSampler(ResumableDistributedSampler):
+    """A `ResumableDistributedSampler` over the E positions of the current episode, yielding dataset positions."""
+
+    def __init__(self, population: int, episode_size: int, batch_size: int, **kwargs: Any) -> None:
+        super().__init__(range(episode_size), batch_size, **kwargs)
+        self.population = population
+        self.episode_size = episode_size
+        self.order_key = f"episodes of {episode_size} from {population}"
+
+    def episode(self) -> np.ndarray:
+        """The dataset positions of the current epoch's episode (position k of the epoch = element k)."""
+        return episode_ids(self.seed, self.epoch, self.population, self.episode_size)
+
+    def __iter__(self) -> Iterator[int]:
+        ids = self.episode()
+        return (int(ids[position]) for position in super().__iter__())
