@@ -2,6 +2,8 @@
 
 timm towers live in `image_tower.py`; `build_image_tower` dispatches on the builder. Weights come from
 local files only: a file path, or the library's default file already in the torch hub / HF cache.
+torchvision towers see ImageNet-normalised images (their weights' convention): a pre-hook maps our
+CLIP-normalised inputs, so the data pipeline stays one for all builders.
 """
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
 from huggingface_hub import try_to_load_from_cache
 from torch import nn
 
+from dataset.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from models.config import ModelBuildError, ModelConfig, Pretrained
 from models.image_tower import create_image_tower, image_output_dim
 from models.pretrained import (CACHE_HINT, PretrainedWeightsError, hf_hub_cache_dir, read_state_dict,
@@ -58,7 +62,18 @@ def create_torchvision_tower(name: str, image_res: int, pretrained: Pretrained =
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:
             raise PretrainedWeightsError(f"{source}: weights do not fit torchvision {name!r}: {error}") from error
-    return model, _remove_torchvision_classifier(model, name)
+    width = _remove_torchvision_classifier(model, name)
+    model.register_forward_pre_hook(_clip_to_imagenet_normalisation)
+    return model, width
+
+
+def _clip_to_imagenet_normalisation(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Our transforms normalise with CLIP's mean/std; torchvision's weights expect ImageNet's (exact affine map)."""
+    images, *rest = inputs
+    scale = torch.tensor(CLIP_STD, device=images.device) / torch.tensor(IMAGENET_STD, device=images.device)
+    shift = (torch.tensor(CLIP_MEAN, device=images.device) - torch.tensor(IMAGENET_MEAN, device=images.device)) \
+        / torch.tensor(IMAGENET_STD, device=images.device)
+    return (images * scale.view(1, 3, 1, 1).to(images.dtype) + shift.view(1, 3, 1, 1).to(images.dtype), *rest)
 
 
 def _torchvision_cached_file(name: str) -> Path:

@@ -144,3 +144,17 @@ def test_unsupported_itra_adapters_list_the_supported_ones():
         ModelConfig(adapter="unipelt")
     with pytest.raises(ModelBuildError, match="--adapter needs --text_builder hf"):
         tiny_model_config(adapter="lora_adapter")
+
+
+def test_torchvision_tower_sees_imagenet_normalised_pixels():
+    from dataset.transforms import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    tower, _ = create_torchvision_tower("resnet18", 32)
+    tower.eval()
+    pixels = torch.rand(2, 3, 32, 32)
+    clip_input = (pixels - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    imagenet_input = (pixels - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    tower._forward_pre_hooks.clear()  # the bare torchvision model
+    expected = tower(imagenet_input)
+    tower_with_hook, _ = create_torchvision_tower("resnet18", 32)
+    tower_with_hook.load_state_dict(tower.state_dict())
+    torch.testing.assert_close(tower_with_hook.eval()(clip_input), expected, rtol=1e-4, atol=1e-5)
