@@ -64,7 +64,8 @@ class ModelConfig:
         the local caches; a path = a local weight file (text: also an HF model directory).
     text_tokenizer: local HF tokenizer directory or WordPiece `vocab.txt` (HF towers; default: found
         beside the weights or in the HF cache).
-    text_max_len: tokens per caption incl. specials; None = 30 for HF towers, `context_length` for BPE.
+    text_max_len: tokens per caption incl. specials; None = 30 for HF towers, `context_length` for BPE;
+        OpenCLIP text towers always read their model's context length.
     text_width / text_heads / text_layers / context_length: sizes of the from-scratch `Transformer`.
     image_kwargs: extra keyword arguments for `timm.create_model` (e.g. `{"depth": 2}` shrinks a ViT).
     image_builder: `timm`, `torchvision` or `openclip` (then `image_encoder` is that library's model name).
@@ -134,8 +135,11 @@ class ModelConfig:
             raise ValueError(f"text_width {self.text_width} is not divisible by text_heads {self.text_heads}")
         if self.text_max_len is not None and self.text_max_len < 2:
             raise ValueError(f"text_max_len must leave room for the start and end tokens, got {self.text_max_len}")
-        if self.uses_bpe_text and self.max_text_tokens > self.context_length:
+        if self.text_builder == "bpe" and self.max_text_tokens > self.context_length:
             raise ValueError(f"text_max_len {self.text_max_len} exceeds context_length {self.context_length}")
+        if self.text_builder == "openclip" and self.text_max_len not in (None, self.max_text_tokens):
+            raise ModelBuildError(f"--text_max_len {self.text_max_len}: OpenCLIP text tower {self.text_encoder!r} "
+                                  f"reads exactly {self.max_text_tokens} tokens; leave the flag out")
 
     @property
     def uses_bpe_text(self) -> bool:
@@ -145,6 +149,8 @@ class ModelConfig:
     @property
     def max_text_tokens(self) -> int:
         """Tokens per caption including special tokens (the tokenizer pads and truncates to this)."""
+        if self.text_builder == "openclip":
+            return openclip_context_length(self.text_encoder)
         if self.text_max_len is not None:
             return self.text_max_len
         return self.context_length if self.uses_bpe_text else HF_DEFAULT_MAX_LEN
@@ -166,6 +172,16 @@ class ModelConfig:
         if "image_kwargs" in values:
             values["image_kwargs"] = parse_kwargs(values["image_kwargs"])
         return cls(**values)
+
+
+def openclip_context_length(name: str) -> int:
+    """Tokens per caption of the OpenCLIP model `name` (its positional embedding length, 77 for CLIP's)."""
+    import open_clip  # only for OpenCLIP text towers: the import takes a second
+
+    config = open_clip.get_model_config(name)
+    if config is None:
+        raise ModelBuildError(f"{name!r} is not an OpenCLIP model (see open_clip.list_models())")
+    return int(config.get("text_cfg", {}).get("context_length", 77))
 
 
 def tiny_model_config(**overrides: Any) -> ModelConfig:

@@ -55,7 +55,7 @@ def test_torchvision_errors_name_the_model_and_where_they_looked(empty_caches):
 @pytest.mark.parametrize("name, image_width, text_width", [("RN50", 1024, 1024), ("ViT-B-32", 512, 512)])
 def test_openclip_towers_have_the_documented_widths(name, image_width, text_width, no_network):
     cfg = ModelConfig(image_builder="openclip", image_encoder=name, image_res=64, text_builder="openclip",
-                      text_encoder=name, image_head_layers=0, text_head_layers=0)
+                      text_encoder=name, image_head_layers=0, text_head_layers=0, context_length=32)
     model = create_model(cfg).eval()
     assert model.embed_dim == image_width == text_width
     assert model.visual_encoder.image_size in (64, (64, 64))
@@ -72,6 +72,8 @@ def test_openclip_pretrained_without_local_weights_fails_clearly(empty_caches):
         create_openclip_model("RN50", "openai", True)
     with pytest.raises(ModelBuildError, match="not an OpenCLIP model"):
         create_openclip_model("RN5O", "", False)
+    with pytest.raises(ModelBuildError, match="reads exactly 77 tokens"):
+        ModelConfig(text_builder="openclip", text_encoder="RN50", text_max_len=20)
 
 
 def _hf_features(tower: HFTextEncoder, input_ids, mask):
