@@ -9,8 +9,8 @@ import argparse
 import os
 
 from cli.flags import add_bool_flag, add_flag, str2bool
-from engine.teacher_cache import TEACHER_SIDES
 from dataset.csv_pairs import CSV_SUFFIXES
+from engine.teacher_cache import TEACHER_SIDES
 from models.config import ADAPTERS, IMAGE_BUILDERS, TEXT_BUILDERS, TEXT_POOLERS
 
 # ITRA objective names available so far (`--distiller`/`--loss`), matched case-insensitively.

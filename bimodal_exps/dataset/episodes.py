@@ -28,6 +28,13 @@ class EpisodicSampler(ResumableDistributedSampler):
         self.episode_size = episode_size
         self.order_key = f"episodes of {episode_size} from {population}"
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` (its episode follows from (seed, epoch)); rank 0 prints its size and distinct ids."""
+        super().set_epoch(epoch)
+        if self.rank == 0:
+            print(f"epoch {epoch}: episode of {self.episode_size} draws, "
+                  f"{len(np.unique(self.episode()))} distinct of {self.population} pairs", flush=True)
+
     def episode(self) -> np.ndarray:
         """The dataset positions of the current epoch's episode (position k of the epoch = element k)."""
         return episode_ids(self.seed, self.epoch, self.population, self.episode_size)

@@ -26,7 +26,7 @@ def test_episode_is_seeded_by_seed_and_epoch_with_replacement():
     assert not np.array_equal(a, episode_ids(3, 2, 50, 200)) and not np.array_equal(a, episode_ids(4, 1, 50, 200))
 
 
-def test_ranks_share_one_episode_and_a_resume_continues_it():
+def test_ranks_share_one_episode_and_a_resume_continues_it(capsys):
     ranks = [EpisodicSampler(40, 32, batch_size=4, num_replicas=2, rank=r, shuffle=True, seed=7, drop_last=True)
              for r in range(2)]
     epochs = [_epoch(sampler, 5) for sampler in ranks]
@@ -35,6 +35,8 @@ def test_ranks_share_one_episode_and_a_resume_continues_it():
     resumed = EpisodicSampler(40, 32, batch_size=4, num_replicas=2, rank=1, shuffle=True, seed=7, drop_last=True)
     assert _epoch(resumed, 5, start=2) == epochs[1][8:]
     assert _epoch(ranks[0], 6) != epochs[0]
+    distinct = len(set(episode_ids(7, 6, 40, 32).tolist()))
+    assert capsys.readouterr().out.splitlines()[-1] == f"epoch 6: episode of 32 draws, {distinct} distinct of 40 pairs"
 
 
 def test_csv_rows_are_pairs_and_missing_columns_name_the_flags(tmp_path):
