@@ -52,7 +52,7 @@ def run(command: str) -> int:
     f"--image_builder torchvision --image_encoder mobilenet_v2 --image_head_layers 2 --head_hidden_dim 32 --lock_image "
     f"{TINY_TEXT}",
     f"--image-model-builder OpenCLIP --image_encoder {TINY_OPENCLIP} --text_builder openclip "
-    f"--text_encoder {TINY_OPENCLIP} --image_head_layers 0 --text_head_layers 0",
+    f"--text_encoder {TINY_OPENCLIP} --image_head_layers 0 --text_head_layers 0 --prompt --n-prompt 2",
 ], ids=["timm", "torchvision-lit", "openclip"])
 def test_one_epoch_per_image_builder(demo, tmp_path, model):
     assert run(f"{data(demo)} {RUN} {model} --output_dir {tmp_path}") == 0

@@ -51,6 +51,10 @@ def add_composition_flags(parser: argparse.ArgumentParser) -> None:
         add_flag(group, f"--pretrained-{side}-model", dest=f"{side}_pretrained", action="store_const", const=True,
                  default=argparse.SUPPRESS, help=f"ITRA spelling of --{side}_pretrained true")
     add_flag(group, "--adapter", default="", help=f"HF text towers: one of {', '.join(ADAPTERS)} (base frozen)")
+    add_flag(group, "--text_prompt_tokens", type=int, default=0,
+             help="BPE/OpenCLIP text towers: learnable prompt vectors after the start token (CoOp)")
+    add_flag(group, "--prompt", action="store_true", help="ITRA: learnable prompt tokens (--n-prompt of them, 1)")
+    add_flag(group, "--n-prompt", type=int, default=1, help="ITRA: number of prompt tokens with --prompt")
     add_flag(group, "--teacher", type=str.lower, default="text", choices=TEACHER_SIDES,
              help="tower whose features act as the teacher in uni-directional objectives")
     add_flag(group, "--cache_teacher", default=None, metavar="FILE",
@@ -99,6 +103,8 @@ def _add_itra_run_flags(parser: argparse.ArgumentParser) -> None:
 def finalise_composition(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     """Check the composition and ITRA flags together; returns notes (ValueError, one line, on a mistake)."""
     notes = []
+    if args.prompt:
+        args.text_prompt_tokens = args.n_prompt
     if args.distiller is not None:
         ita_type = ITRA_LOSSES.get(args.distiller.lower())
         if ita_type is None:

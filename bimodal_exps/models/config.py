@@ -79,6 +79,8 @@ class ModelConfig:
         freeze (leading `!` = freeze all but those); see `models.locking`.
     adapter: HF text towers: `lora_adapter`, `ia3_adapter`, `prefix_tuning` (peft) or `bottleneck_adapter`;
         the base weights freeze, the adapter trains (even with `lock_text`); see `models.adapters`.
+    text_prompt_tokens: BPE/OpenCLIP text towers: n learnable prompt vectors after the start token (CoOp);
+        captions get n fewer tokens.
     """
 
     image_encoder: str = "resnet50"
@@ -108,6 +110,7 @@ class ModelConfig:
     lock_image_partial: str = ""
     lock_text_partial: str = ""
     adapter: str = ""
+    text_prompt_tokens: int = 0
 
     def __post_init__(self) -> None:
         image_builder = self.image_builder.lower()
@@ -125,7 +128,9 @@ class ModelConfig:
             raise ModelBuildError(f"--adapter {self.adapter!r} is not supported; choose one of {', '.join(ADAPTERS)}")
         if self.adapter and self.text_builder != "hf":
             raise ModelBuildError(f"--adapter needs --text_builder hf (got {self.text_builder})")
-        for name in ("image_head_layers", "text_head_layers"):
+        if self.text_prompt_tokens and not self.uses_bpe_text:
+            raise ModelBuildError(f"--text_prompt_tokens needs --text_builder bpe or openclip (got {self.text_builder})")
+        for name in ("image_head_layers", "text_head_layers", "text_prompt_tokens"):
             if getattr(self, name) < 0:
                 raise ModelBuildError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("embed_dim", "image_res", "text_width", "text_heads", "text_layers", "context_length"):

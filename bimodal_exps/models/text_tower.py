@@ -66,31 +66,63 @@ class HFTextEncoder(nn.Module):
         return hidden[:, 0, :]
 
 
+class PromptTokens(nn.Module):
+    """CoOp-style learnable prompt vectors (Zhou et al. 2022) inserted right after the start token.
+
+    Works on open_clip text modules (`TextTransformer` or a CLIP model: token and positional embeddings,
+    causal `transformer`, `ln_final`, optional `text_projection`), pooling at the end-of-text token
+    (the largest id), shifted by the number of prompts. Captions are tokenised to context − n.
+    """
+
+    def __init__(self, count: int, width: int) -> None:
+        super().__init__()
+        self.vectors = nn.Parameter(torch.randn(count, width) * 0.02)
+
+    def encode(self, text: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled (and projected, if `text` has a projection) features of `ids` with the prompts inserted."""
+        x = text.token_embedding(ids)
+        prompts = self.vectors.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        x = torch.cat([x[:, :1], prompts, x[:, 1:]], dim=1) + text.positional_embedding.to(x.dtype)
+        x = text.ln_final(text.transformer(x, attn_mask=text.attn_mask))
+        pooled = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1) + len(self.vectors)]
+        projection = text.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
+
+
 class BPETextEncoder(nn.Module):
     """open_clip's `TextTransformer` without its projection (the CLIP model owns `text_proj`)."""
 
-    def __init__(self, width: int, heads: int, layers: int, context_length: int) -> None:
+    def __init__(self, width: int, heads: int, layers: int, context_length: int, prompt_tokens: int = 0) -> None:
         super().__init__()
         self.transformer = TextTransformer(context_length=context_length, vocab_size=BPE_VOCAB_SIZE, width=width,
                                            heads=heads, layers=layers, output_dim=None, pool_type="argmax")
         self.num_features = width
+        self.prompts = PromptTokens(prompt_tokens, width) if prompt_tokens else None
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.prompts is not None:
+            return self.prompts.encode(self.transformer, tokens["input_ids"])
         return self.transformer(tokens["input_ids"])
 
 
 class OpenCLIPTextEncoder(nn.Module):
     """An OpenCLIP model without its image tower and logit scale: `encode_text` unnormalised."""
 
-    def __init__(self, clip_model: nn.Module) -> None:
+    def __init__(self, clip_model: nn.Module, prompt_tokens: int = 0) -> None:
         super().__init__()
         for unused in ("visual", "logit_scale", "logit_bias"):
             if hasattr(clip_model, unused):
                 delattr(clip_model, unused)
         self.clip = clip_model
         self.num_features = int(clip_model.text_projection.shape[-1])
+        width = clip_model.token_embedding.embedding_dim
+        self.prompts = PromptTokens(prompt_tokens, width) if prompt_tokens else None
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.prompts is not None:
+            return self.prompts.encode(self.clip, tokens["input_ids"])
         return self.clip.encode_text(tokens["input_ids"], normalize=False)
 
 
@@ -100,7 +132,8 @@ def create_text_tower(cfg: ModelConfig) -> nn.Module:
         return create_bpe_tower(cfg)
     if cfg.text_builder == "openclip":
         from models.image_builders import create_openclip_model
-        return OpenCLIPTextEncoder(create_openclip_model(cfg.text_encoder, cfg.text_model_tag, cfg.text_pretrained))
+        return OpenCLIPTextEncoder(create_openclip_model(cfg.text_encoder, cfg.text_model_tag, cfg.text_pretrained),
+                                   cfg.text_prompt_tokens)
     if cfg.text_builder == "sbert":
         from models.sbert_tower import create_sbert_tower
         return create_sbert_tower(cfg.text_encoder)
@@ -109,7 +142,8 @@ def create_text_tower(cfg: ModelConfig) -> nn.Module:
 
 def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
     """From-scratch Transformer; a path in `text_pretrained` loads a local state dict for it."""
-    tower = BPETextEncoder(cfg.text_width, cfg.text_heads, cfg.text_layers, cfg.context_length)
+    tower = BPETextEncoder(cfg.text_width, cfg.text_heads, cfg.text_layers, cfg.context_length,
+                           cfg.text_prompt_tokens)
     if cfg.text_pretrained is True:
         warnings.warn("text_pretrained/--init_model: no published weights exist for the from-scratch "
                       "'Transformer' text tower; it is randomly initialised", stacklevel=2)

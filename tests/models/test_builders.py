@@ -160,3 +160,21 @@ def test_torchvision_tower_sees_imagenet_normalised_pixels():
     tower_with_hook, _ = create_torchvision_tower("resnet18", 32)
     tower_with_hook.load_state_dict(tower.state_dict())
     torch.testing.assert_close(tower_with_hook.eval()(clip_input), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_tokens_act_like_words_inserted_after_the_start_token():
+    from models.tokenizer import BPETokenizer
+    cfg = tiny_model_config(image_res=32, text_prompt_tokens=3)
+    prompted = create_model(cfg).eval()
+    plain = create_model(tiny_model_config(image_res=32)).eval()
+    plain.load_state_dict(prompted.state_dict(), strict=False)
+    words = BPETokenizer(32)(["a photo of"])["input_ids"][0, 1:4]  # between the start and end tokens
+    with torch.no_grad():
+        prompted.text_encoder.prompts.vectors.copy_(prompted.text_encoder.transformer.token_embedding(words))
+        tokens = create_tokenizer(cfg)(["a red square", "two cats"])
+        assert tokens["input_ids"].shape == (2, 32 - 3)
+        expected = plain.encode_text(create_tokenizer(tiny_model_config())(["a photo of a red square",
+                                                                           "a photo of two cats"]))
+        torch.testing.assert_close(prompted.encode_text(tokens), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelBuildError, match="--text_prompt_tokens needs --text_builder bpe or openclip"):
+        ModelConfig(text_prompt_tokens=2)
