@@ -38,13 +38,7 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, transformer: PreTrainedModel, pooler: str = "cls", adapter: str = "") -> None:
         super().__init__()
-        has_pooler = getattr(transformer, "pooler", None) is not None
-        if pooler == "pooler" and not has_pooler:
-            raise ModelBuildError(f"--text_pooler pooler: {type(transformer).__name__} has no pooler head; "
-                                  "use --text_pooler cls or mean")
-        if has_pooler and pooler != "pooler":
-            # Only `pooler` uses the BERT-style pooler; dropping it avoids DDP unused-parameter errors.
-            transformer.pooler = None
+        drop_unused_pooler(transformer, pooler)
         self.num_features = int(transformer.config.hidden_size)
         if adapter == "bottleneck_adapter":
             self.adapters = add_bottleneck_adapters(transformer)
@@ -64,6 +58,16 @@ class HFTextEncoder(nn.Module):
             weights = weights.unsqueeze(-1).to(hidden.dtype)
             return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
         return hidden[:, 0, :]
+
+
+def drop_unused_pooler(transformer: PreTrainedModel, pooler: str) -> None:
+    """Remove the BERT-style pooler head unless `pooler` uses it (unused parameters break DDP); idempotent."""
+    has_pooler = getattr(transformer, "pooler", None) is not None
+    if pooler == "pooler" and not has_pooler:
+        raise ModelBuildError(f"--text_pooler pooler: {type(transformer).__name__} has no pooler head; "
+                              "use --text_pooler cls or mean")
+    if has_pooler and pooler != "pooler":
+        transformer.pooler = None
 
 
 class PromptTokens(nn.Module):
@@ -164,6 +168,7 @@ def create_hf_tower(name: str, pretrained: Pretrained = False, pooler: str = "cl
         source = name if pretrained is True else str(pretrained)
         return HFTextEncoder(_from_pretrained(source), pooler, adapter)
     transformer = AutoModel.from_config(load_text_config(name))
+    drop_unused_pooler(transformer, pooler)  # before loading, so a file saved from our tower fits
     load_aligned(transformer, pretrained)
     return HFTextEncoder(transformer, pooler, adapter)
 
