@@ -15,11 +15,14 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, Subset  # noqa: E402
 
 from cli.flags import blame_flags  # noqa: E402
 from cli.options import UsageError, parse_args  # noqa: E402
+from dataset.annotations import read_json_array  # noqa: E402
 from dataset.collate import TokenizingCollate  # noqa: E402
+from dataset.csv_pairs import CSVReader  # noqa: E402
+from dataset.episodes import EpisodicSampler  # noqa: E402
 from dataset.errors import DataError, without_worker_traceback  # noqa: E402
 from dataset.image_text import ImageTextDataset  # noqa: E402
 from dataset.retrieval import RetrievalDataset  # noqa: E402
@@ -28,19 +31,21 @@ from dataset.transforms import build_retrieval_transform, build_train_transform,
 from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # noqa: E402
 from engine.checkpoint import (CheckpointError, NonFiniteModel, load_checkpoint, load_state_strict,  # noqa: E402
                                refuse_non_finite)
-from engine.distributed import (DistEnv, DistributedSetupError, abort_process, broadcast_from_main,  # noqa: E402
-                                init_distributed, local_device, shutdown_distributed, silence_non_main, wrap_ddp)
+from engine.distributed import (DistEnv, DistributedSetupError, abort_process, barrier,  # noqa: E402
+                                broadcast_from_main, init_distributed, local_device, shutdown_distributed,
+                                silence_non_main, wrap_ddp)
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import format_results_table, write_eval_logs  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.runlock import RunLock, RunLockError  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
+from engine.teacher_cache import cache_teacher_embeddings  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.runtime import (available_memory, plain_args, resolve_device, seed_everything, write_args,  # noqa: E402
                             write_json)
 from engine.trainer import Run, fit, resume  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
+from models.config import ModelBuildError, ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.image_tower import check_input_size  # noqa: E402
 from models.gcl.state import SampleIdError  # noqa: E402
@@ -48,7 +53,8 @@ from models.losses import LOSS_HPARAMS, build_loss, used_hparams  # noqa: E402
 from models.pretrained import PretrainedWeightsError  # noqa: E402
 
 USER_ERRORS = (UsageError, DataError, CheckpointError, NonFiniteModel, PretrainedWeightsError,
-               TooManySkippedSteps, DistributedSetupError, SampleIdError, RunLockError)
+               TooManySkippedSteps, DistributedSetupError, SampleIdError, RunLockError,
+               ModelBuildError)
 # Flags that the towers, the optimisers and the learning-rate schedule are built from (named by construction errors).
 IMAGE_FLAGS = ("image_encoder", "image_res", "image_kwargs", "image_pretrained")
 MODEL_FLAGS = (*IMAGE_FLAGS, "text_encoder", "text_pretrained", "text_tokenizer", "text_width", "text_heads",
@@ -69,21 +75,25 @@ def model_config_of(args, pretrained: bool) -> ModelConfig:
         return ModelConfig.from_args(args, pretrained=pretrained)
 
 
-def build_model(args, model_config: ModelConfig, device: torch.device) -> torch.nn.Module:
-    """Both towers on `device`; a tower that cannot be built from the flags, or cannot take --image_res (e.g. not a
-    multiple of a ViT's patch), is a UsageError naming the flags now, not a traceback at the first step."""
+def build_model(args, model_config: ModelConfig, device: torch.device,
+                notes: list[str] | None = None) -> torch.nn.Module:
+    """Both towers on `device` (`notes` collects the builders' remarks); a tower that cannot be built from the flags,
+    or cannot take --image_res (e.g. not a multiple of a ViT's patch), is a UsageError naming the flags now, not a
+    traceback at the first step."""
     with blame(args, *MODEL_FLAGS):
-        model = create_model(model_config).to(device)
+        model = create_model(model_config, notes).to(device)
     with blame(args, *IMAGE_FLAGS):
         check_input_size(model.visual_encoder, args.image_res)
     return model
 
 
-def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.device) -> torch.nn.Module:
+def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.device,
+                          embed_dim: int) -> torch.nn.Module:
     """The loss of --ita_type with per-sample state for `num_samples` ids, after checking that the state fits
-    in memory (`size_from` names where the size came from); wrong hyper-parameters are a UsageError naming them."""
+    in memory (`size_from` names where the size came from); wrong hyper-parameters are a UsageError naming them.
+    `embed_dim` is the model's joint width (heads may change it), which sizes TempNet's networks and the queues."""
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
-    hparams["embed_dim"] = args.embed_dim  # TempNet sizes its networks from the embedding width
+    hparams["embed_dim"] = embed_dim
     dests = ("ita_type", *sorted(used_hparams(args.ita_type)), "embed_dim")
     with blame(args, *dests):
         def state_bytes(n: int) -> int:
@@ -167,24 +177,46 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
         description = (f"webdataset {args.train_data}: {args.train_num_samples} samples/epoch, "
                        f"state size {state_size} ({size_from})")
         return loader, loader, state_size, size_from, description
-    dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
-                               max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
-    sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size, rank=env.rank,
-                                          shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
+    dataset, base = build_train_dataset(args, train_transform(args))
+    # the samplers draw positions of `dataset` (the first --train_size pairs); they are also `base`'s indices, and
+    # `base` takes the samplers' SampleKeys directly
+    if args.episode_size:
+        sampler = EpisodicSampler(len(dataset), args.episode_size, args.batch_size_train, num_replicas=env.world_size,
+                                  rank=env.rank, shuffle=True, seed=args.seed, drop_last=True)
+    else:
+        sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size,
+                                              rank=env.rank, shuffle=True, seed=args.seed, drop_last=True)
+    loader = DataLoader(base, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
                         num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if len(loader) == 0:
-        kept = f" (--train_frac {args.train_frac} keeps {dataset.num_kept} of {dataset.num_samples} entries)" \
+        kept = f" (--train_frac {args.train_frac} keeps {base.num_kept} of {base.num_samples} entries)" \
             if args.train_frac < 1 else ""
         raise UsageError(f"{len(dataset)} training samples{kept} cannot fill one batch of --batch_size_train "
                          f"{args.batch_size_train} × {env.world_size} process(es)")
-    state_size = args.data_size or dataset.num_samples
-    if state_size < dataset.num_samples:
-        raise UsageError(f"--data_size {args.data_size} is smaller than the {dataset.num_samples} pair ids of "
-                         f"{', '.join(args.train_files)}; leave it out to size the loss state from the data")
-    size_from = f"--data_size {args.data_size}" if args.data_size else f"the {state_size} entries of --train_file"
-    return loader, sampler, state_size, size_from, f"{len(dataset)} pairs ({dataset.num_skipped} skipped)"
+    state_size = args.data_size or base.num_samples
+    if state_size < base.num_samples:
+        raise UsageError(f"--data_size {args.data_size} is smaller than the {base.num_samples} pair ids of "
+                         f"{', '.join(base_files(args))}; leave it out to size the loss state from the data")
+    size_from = f"--data_size {args.data_size}" if args.data_size else f"the {state_size} entries of the training file"
+    episodes = f", episodes of {args.episode_size}" if args.episode_size else ""
+    return loader, sampler, state_size, size_from, f"{len(dataset)} pairs ({base.num_skipped} skipped){episodes}"
+
+
+def base_files(args) -> list[str]:
+    """The training annotation files: `--train-data` for CSV/TSV, else the JSON files of `--train_file`."""
+    return [args.train_data] if args.dataset_type == "csv" else args.train_files
+
+
+def build_train_dataset(args, transform) -> tuple[Dataset, ImageTextDataset]:
+    """(training set, cut to `--train_size` pairs if given; the full `ImageTextDataset` it comes from)."""
+    reader = (CSVReader(args.csv_img_key, args.csv_caption_key, args.csv_separator)
+              if args.dataset_type == "csv" else read_json_array)
+    base = ImageTextDataset(base_files(args), args.train_image_dir, transform, max_words=args.max_words,
+                            strict=args.strict_data, train_frac=args.train_frac, reader=reader)
+    if args.train_size is None or args.train_size >= len(base):
+        return base, base
+    return Subset(base, range(args.train_size)), base
 
 
 def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]:
@@ -193,14 +225,20 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     loader, sampler, num_samples, size_from, description = build_train_loader(args, env, tokenizer, device)
     evaluator = build_evaluator(args, tokenizer, device)
 
-    model = build_model(args, model_config, device)
+    notes: list[str] = []
+    model = build_model(args, model_config, device, notes)
+    if env.is_main:
+        for note in notes:
+            print(f"note: {note}")
     if args.compile:
         model.compile_towers(args.compile)
     if args.checkpoint:
         load_state_strict(model, load_checkpoint(args.checkpoint, required=("model",))["model"], "model",
                           args.checkpoint)
         refuse_non_finite({"model": model}, args.checkpoint)
-    loss_fn = build_loss_from_flags(args, num_samples, size_from, device)
+    if args.cache_teacher:
+        return write_teacher_cache(args, model, tokenizer, device, env, num_samples)
+    loss_fn = build_loss_from_flags(args, num_samples, size_from, device, model.embed_dim)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
         # a uni-directional objective detaches the teacher tower, whose trainable parameters then get no gradient
@@ -270,6 +308,25 @@ def refuse_fresh_run_over_checkpoints(args, output_dir: Path) -> None:
         shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
         raise UsageError(f"--output_dir {output_dir} already holds another run's checkpoints ({shown}); pass "
                          f"--resume to continue that run, or choose a new --output_dir")
+
+
+def write_teacher_cache(args, model, tokenizer, device: torch.device, env, num_samples: int) -> dict[str, float]:
+    """`--cache_teacher FILE`: rank 0 encodes every training pair (retrieval transform, in order) and exits."""
+    if args.dataset_type == "webdataset":
+        raise UsageError("--cache_teacher needs an annotation-file training set (not --dataset_type webdataset)")
+    if env.is_main:
+        dataset, _ = build_train_dataset(args, build_retrieval_transform(args.image_res))
+        loader = DataLoader(dataset, batch_size=args.batch_size_test, shuffle=False, num_workers=args.workers,
+                            collate_fn=TokenizingCollate(tokenizer))
+        try:
+            rows = cache_teacher_embeddings(model, loader, args.teacher, num_samples, device, args.cache_teacher)
+        except OSError as error:
+            raise UsageError(f"--cache_teacher {args.cache_teacher}: cannot write ({error.strerror})") from None
+        print(f"wrote {args.teacher} teacher embeddings of {rows} pairs ({num_samples} rows × {model.embed_dim}) "
+              f"to {args.cache_teacher}")
+    barrier()
+    return {}
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 from ruamel.yaml import YAML, YAMLError
 
+from cli.compose import finalise_composition
 from cli.itra import resolve_itra_loss
 from cli.parser import COMPATIBILITY_FLAGS, STORE_TRUE_COMPATIBILITY_FLAGS, UNSUPPORTED_FLAGS, build_parser
 from cli.ranges import out_of_range
@@ -80,6 +81,10 @@ def _check_names(args: argparse.Namespace) -> None:
 
 def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     warnings: list[str] = []
+    try:
+        warnings.extend(finalise_composition(args, explicit))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     _check_names(args)
     for name, reason in UNSUPPORTED_FLAGS.items():
         if getattr(args, name):

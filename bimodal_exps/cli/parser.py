@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.compose import add_composition_flags, bool_or_steps
 from cli.flags import OneLineParser, add_bool_flag, add_flag, str2bool
 from cli.itra import LOSS_FLAG_ALIASES, add_itra_loss_flags
 from cli.ranges import Range
@@ -12,7 +13,7 @@ from models.losses import ITA_TYPES, LOSS_HPARAMS
 
 # Flags the references declared but never used; accepted so old commands run, warned about when set.
 COMPATIBILITY_FLAGS: dict[str, tuple[type, object]] = {
-    "vision_width": (int, 768), "bert_config": (str, "configs/config_bert.json"), "warmup": (str2bool, True),
+    "vision_width": (int, 768), "bert_config": (str, "configs/config_bert.json"), "warmup": (bool_or_steps, True),
     "k_test": (int, 256), "enable_surrogate": (str2bool, False), "alpha": (float, 1.0), "grad_accum": (int, 10),
     "save_learned_taus": (str2bool, False), "proto_std": (float, 10.0), "proto_num": (int, 256),
     "upper_rho_plus": (float, 0.0), "proto_weight": (float, 1.0), "sinkhorn_eps": (float, 0.05),
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--config", default=None, help="YAML file whose keys set flag defaults (flags still override)")
     _add_data_flags(parser)
     _add_model_flags(parser)
+    add_composition_flags(parser)
     _add_loss_flags(parser)
     _add_optim_flags(parser)
     _add_run_flags(parser)
@@ -67,7 +69,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
              help="COCO retrieval JSON (default: <ann_path>/coco_val.json)")
     add_flag(data, "--coco_image_root", default=None,
              help="COCO images (default: <data_path>/mscoco_val/mscoco_val2014_subset_5k)")
-    add_flag(data, "--dataset_type", default="json", choices=["json", "webdataset", "auto"],
+    add_flag(data, "--dataset_type", default="json", choices=["json", "webdataset", "csv", "auto"],
              help="training input: annotation JSON + image folder, or webdataset shards (auto: by --train-data's "
                   ".tar extension)")
     add_flag(data, "--train-data", default=None, help="webdataset shard pattern (brace expansion, '::' lists)")

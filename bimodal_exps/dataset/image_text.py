@@ -67,12 +67,13 @@ class ImageTextDataset(Dataset):
     the dense index of its `image_id` by first appearance; both count every entry, skipped ones
     included, so the ids keying per-sample loss state do not move when a file goes missing.
     Entries without `image`/`caption` or whose image file is missing or empty are skipped and
-    counted (`strict=True` raises instead). `train_frac` keeps a prefix of the entries.
+    counted (`strict=True` raises instead). `train_frac` keeps a prefix of the entries. `reader` turns a
+    file into its entries (default: a JSON array; `dataset.csv_pairs.CSVReader` for CSV/TSV files).
     """
 
     def __init__(self, ann_files: Sequence[str | Path] | str | Path, image_root: str | Path,
                  transform: Callable | None = None, max_words: int = 30, strict: bool = False,
-                 train_frac: float = 1.0) -> None:
+                 train_frac: float = 1.0, reader: Callable[[str | Path], list[Any]] = read_json_array) -> None:
         if isinstance(ann_files, (str, Path)):
             ann_files = [ann_files]
         if not 0.0 < train_frac <= 1.0:
@@ -83,7 +84,7 @@ class ImageTextDataset(Dataset):
         self.transform = transform
         self.max_words = max_words
 
-        sources = [(Path(path), read_json_array(path)) for path in ann_files]
+        sources = [(Path(path), reader(path)) for path in ann_files]
         total = sum(len(entries) for _, entries in sources)
         self.num_samples = total
         kept = math.floor(train_frac * total)

@@ -25,7 +25,8 @@ def _to_device(tokens: dict[str, torch.Tensor], device: torch.device) -> dict[st
 
 
 def _embed_dim(model: torch.nn.Module) -> int:
-    return model.vision_proj.out_features
+    """Joint embedding width (heads may be absent or MLPs, so it is the model's, not a layer's)."""
+    return model.embed_dim
 
 
 @torch.no_grad()

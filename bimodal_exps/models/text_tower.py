@@ -1,9 +1,12 @@
 """Text towers: `forward(tokens: dict) -> [B, num_features]` pooled features.
 
 * `HFTextEncoder`: a Hugging Face `AutoModel` from a local directory or the local HF cache, pooled at
-  position 0 ([CLS]); with pretrained weights off it is built from its config (random init, no download).
+  position 0 ([CLS], default), through the model's pooler head, or by the masked mean of the hidden states;
+  with pretrained weights off it is built from its config (random init, no download).
 * `BPETextEncoder`: open_clip's from-scratch `TextTransformer` (causal mask, final LayerNorm, pooling at
   the EOT token = the largest id of each row) over open_clip's BPE vocabulary.
+* `OpenCLIPTextEncoder`: the text half of an OpenCLIP model (`open_clip.create_model`), including its
+  `text_projection`; same tokens and pooling as `BPETextEncoder`.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from open_clip.transformer import TextTransformer
 from torch import nn
 from transformers import AutoConfig, AutoModel, DistilBertConfig, PretrainedConfig, PreTrainedModel
 
-from models.config import ModelConfig, Pretrained
+from models.adapters import add_bottleneck_adapters, add_peft_adapter
+from models.config import ModelBuildError, ModelConfig, Pretrained
 from models.pretrained import CACHE_HINT, PretrainedWeightsError, hf_hub_cache_dir, hub_offline, load_aligned
 
 BPE_VOCAB_SIZE = 49408  # open_clip SimpleTokenizer: 256 bytes + 256 end-of-word bytes + 48,894 merges + 2 specials
@@ -30,44 +34,120 @@ BUILTIN_CONFIGS: dict[str, type[PretrainedConfig]] = {
 
 
 class HFTextEncoder(nn.Module):
-    """A Hugging Face encoder pooled at the first position ([CLS]); `num_features` = the config's hidden size."""
+    """A Hugging Face encoder with a pooler (`cls`, `pooler` or `mean`); `num_features` = the hidden size."""
 
-    def __init__(self, transformer: PreTrainedModel) -> None:
+    def __init__(self, transformer: PreTrainedModel, pooler: str = "cls", adapter: str = "") -> None:
         super().__init__()
-        if getattr(transformer, "pooler", None) is not None:
-            # [CLS] pooling never uses the BERT-style pooler; dropping it avoids DDP unused-parameter errors.
-            transformer.pooler = None
-        self.transformer = transformer
+        drop_unused_pooler(transformer, pooler)
         self.num_features = int(transformer.config.hidden_size)
+        if adapter == "bottleneck_adapter":
+            self.adapters = add_bottleneck_adapters(transformer)
+        elif adapter:
+            transformer = add_peft_adapter(transformer, adapter)
+        self.transformer = transformer
+        self.pooler = pooler
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        output = self.transformer(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))
-        return output.last_hidden_state[:, 0, :]
+        mask = tokens.get("attention_mask")
+        output = self.transformer(input_ids=tokens["input_ids"], attention_mask=mask)
+        if self.pooler == "pooler":
+            return output.pooler_output
+        hidden = output.last_hidden_state
+        if self.pooler == "mean":
+            weights = torch.ones_like(tokens["input_ids"]) if mask is None else mask
+            weights = weights.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return hidden[:, 0, :]
+
+
+def drop_unused_pooler(transformer: PreTrainedModel, pooler: str) -> None:
+    """Remove the BERT-style pooler head unless `pooler` uses it (unused parameters break DDP); idempotent."""
+    has_pooler = getattr(transformer, "pooler", None) is not None
+    if pooler == "pooler" and not has_pooler:
+        raise ModelBuildError(f"--text_pooler pooler: {type(transformer).__name__} has no pooler head; "
+                              "use --text_pooler cls or mean")
+    if has_pooler and pooler != "pooler":
+        transformer.pooler = None
+
+
+class PromptTokens(nn.Module):
+    """CoOp-style learnable prompt vectors (Zhou et al. 2022) inserted right after the start token.
+
+    Works on open_clip text modules (`TextTransformer` or a CLIP model: token and positional embeddings,
+    causal `transformer`, `ln_final`, optional `text_projection`), pooling at the end-of-text token
+    (the largest id), shifted by the number of prompts. Captions are tokenised to context − n.
+    """
+
+    def __init__(self, count: int, width: int) -> None:
+        super().__init__()
+        self.vectors = nn.Parameter(torch.randn(count, width) * 0.02)
+
+    def encode(self, text: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled (and projected, if `text` has a projection) features of `ids` with the prompts inserted."""
+        x = text.token_embedding(ids)
+        prompts = self.vectors.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        x = torch.cat([x[:, :1], prompts, x[:, 1:]], dim=1) + text.positional_embedding.to(x.dtype)
+        x = text.ln_final(text.transformer(x, attn_mask=text.attn_mask))
+        pooled = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1) + len(self.vectors)]
+        projection = text.text_projection
+        if projection is None:
+            return pooled
+        return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
 
 class BPETextEncoder(nn.Module):
     """open_clip's `TextTransformer` without its projection (the CLIP model owns `text_proj`)."""
 
-    def __init__(self, width: int, heads: int, layers: int, context_length: int) -> None:
+    def __init__(self, width: int, heads: int, layers: int, context_length: int, prompt_tokens: int = 0) -> None:
         super().__init__()
         self.transformer = TextTransformer(context_length=context_length, vocab_size=BPE_VOCAB_SIZE, width=width,
                                            heads=heads, layers=layers, output_dim=None, pool_type="argmax")
         self.num_features = width
+        self.prompts = PromptTokens(prompt_tokens, width) if prompt_tokens else None
 
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.prompts is not None:
+            return self.prompts.encode(self.transformer, tokens["input_ids"])
         return self.transformer(tokens["input_ids"])
 
 
+class OpenCLIPTextEncoder(nn.Module):
+    """An OpenCLIP model without its image tower and logit scale: `encode_text` unnormalised."""
+
+    def __init__(self, clip_model: nn.Module, prompt_tokens: int = 0) -> None:
+        super().__init__()
+        for unused in ("visual", "logit_scale", "logit_bias"):
+            if hasattr(clip_model, unused):
+                delattr(clip_model, unused)
+        self.clip = clip_model
+        self.num_features = int(clip_model.text_projection.shape[-1])
+        width = clip_model.token_embedding.embedding_dim
+        self.prompts = PromptTokens(prompt_tokens, width) if prompt_tokens else None
+
+    def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.prompts is not None:
+            return self.prompts.encode(self.clip, tokens["input_ids"])
+        return self.clip.encode_text(tokens["input_ids"], normalize=False)
+
+
 def create_text_tower(cfg: ModelConfig) -> nn.Module:
-    """Text tower for `cfg.text_encoder` with weights per `cfg.text_pretrained`."""
-    if cfg.uses_bpe_text:
+    """Text tower for `cfg.text_builder` and `cfg.text_encoder`, weights per `cfg.text_pretrained`."""
+    if cfg.text_builder == "bpe":
         return create_bpe_tower(cfg)
-    return create_hf_tower(cfg.text_encoder, cfg.text_pretrained)
+    if cfg.text_builder == "openclip":
+        from models.image_builders import create_openclip_model
+        return OpenCLIPTextEncoder(create_openclip_model(cfg.text_encoder, cfg.text_model_tag, cfg.text_pretrained),
+                                   cfg.text_prompt_tokens)
+    if cfg.text_builder == "sbert":
+        from models.sbert_tower import create_sbert_tower
+        return create_sbert_tower(cfg.text_encoder)
+    return create_hf_tower(cfg.text_encoder, cfg.text_pretrained, cfg.text_pooler, cfg.adapter)
 
 
 def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
     """From-scratch Transformer; a path in `text_pretrained` loads a local state dict for it."""
-    tower = BPETextEncoder(cfg.text_width, cfg.text_heads, cfg.text_layers, cfg.context_length)
+    tower = BPETextEncoder(cfg.text_width, cfg.text_heads, cfg.text_layers, cfg.context_length,
+                           cfg.text_prompt_tokens)
     if cfg.text_pretrained is True:
         warnings.warn("text_pretrained/--init_model: no published weights exist for the from-scratch "
                       "'Transformer' text tower; it is randomly initialised", stacklevel=2)
@@ -76,20 +156,21 @@ def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
     return tower
 
 
-def create_hf_tower(name: str, pretrained: Pretrained = False) -> HFTextEncoder:
+def create_hf_tower(name: str, pretrained: Pretrained = False, pooler: str = "cls", adapter: str = "") -> HFTextEncoder:
     """Hugging Face encoder `name` (hub id or local directory), local files only.
 
     pretrained: False = random init from the config; True = weights of `name` (local directory or HF
     cache); a directory = an HF model directory with weights; a file = a state dict for `name`'s model.
     """
     if pretrained is False:
-        return HFTextEncoder(AutoModel.from_config(load_text_config(name)))
+        return HFTextEncoder(AutoModel.from_config(load_text_config(name)), pooler, adapter)
     if pretrained is True or Path(pretrained).is_dir():
         source = name if pretrained is True else str(pretrained)
-        return HFTextEncoder(_from_pretrained(source))
-    tower = HFTextEncoder(AutoModel.from_config(load_text_config(name)))
-    load_aligned(tower.transformer, pretrained)
-    return tower
+        return HFTextEncoder(_from_pretrained(source), pooler, adapter)
+    transformer = AutoModel.from_config(load_text_config(name))
+    drop_unused_pooler(transformer, pooler)  # before loading, so a file saved from our tower fits
+    load_aligned(transformer, pretrained)
+    return HFTextEncoder(transformer, pooler, adapter)
 
 
 def load_text_config(name: str) -> PretrainedConfig:

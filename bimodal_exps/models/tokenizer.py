@@ -67,8 +67,8 @@ class BPETokenizer:
 
 def create_tokenizer(cfg: ModelConfig) -> HFTokenizer | BPETokenizer:
     """The tokenizer matching `cfg`'s text tower, padding/truncating to `cfg.max_text_tokens`."""
-    if cfg.uses_bpe_text:
-        return BPETokenizer(cfg.max_text_tokens)
+    if cfg.uses_bpe_text:  # prompt tokens take their places in the context
+        return BPETokenizer(cfg.max_text_tokens - cfg.text_prompt_tokens)
     return HFTokenizer(load_hf_tokenizer(cfg), cfg.max_text_tokens)
 
 
