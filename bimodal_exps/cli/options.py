@@ -64,11 +64,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 
 
 def _check_names(args: argparse.Namespace) -> None:
-    """Names that timm must know (--image_encoder, --opt) and the text tower's head split, before anything is built."""
-    try:
-        resolve_image_encoder(args.image_encoder)
-    except ValueError as error:
-        raise UsageError(f"--image_encoder: {error}") from None
+    """Names that timm must know (--image_encoder of the timm builder, --opt) and the text tower's head split, before anything is built."""
+    if args.image_builder == "timm":  # torchvision/OpenCLIP names are checked by their builders
+        try:
+            resolve_image_encoder(args.image_encoder)
+        except ValueError as error:
+            raise UsageError(f"--image_encoder: {error}") from None
     from timm.optim import get_optimizer_class  # the name lookup create_optimizer_v2 does
     try:
         get_optimizer_class(args.opt.lower().split("_")[-1], bind_defaults=False)

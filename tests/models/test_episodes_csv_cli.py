@@ -16,7 +16,7 @@ from models.config import ModelConfig
 def _epoch(sampler, epoch, start=0):
     sampler.set_epoch(epoch)
     sampler.start_at_batch(start)
-    return list(sampler)
+    return [key.index for key in sampler]
 
 
 def test_episode_is_seeded_by_seed_and_epoch_with_replacement():
