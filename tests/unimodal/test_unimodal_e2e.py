@@ -26,12 +26,6 @@ def folders(tmp_path_factory) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pretrain(folders: Path, out: Path, *extra: str) -> int:
     return train.main(["--data", str(folders), "--data_name", "folder", "--save_dir", str(out), *TINY_MODEL, *BATCH,
                        "--warmup-epochs", "1", *extra])
@@ -104,7 +98,7 @@ def test_resume_refuses_a_state_of_another_dataset_size(folders, one_epoch, tmp_
 def test_two_process_pretraining(folders, tmp_path):
     """--multiprocessing-distributed with 2 CPU processes (gloo, DDP over encoder + loss) completes."""
     code = pretrain(folders, tmp_path, "--epochs", "1", "--multiprocessing-distributed", "--nproc-per-node", "2",
-                    "--dist-url", f"tcp://127.0.0.1:{free_port()}", "--device", "cpu")
+                    "--dist-url", file_rendezvous(tmp_path), "--device", "cpu")
     assert code == 0
     ckpt = torch.load(tmp_path / "checkpoint_last.pth.tar", map_location="cpu", weights_only=True)
     assert torch.isfinite(ckpt["loss"]["log_u"]).all()  # both ranks' images reached the replicated state
@@ -126,6 +120,6 @@ def test_user_errors_end_with_status_one(folders, tmp_path, capsys):
     assert pretrain(tmp_path / "missing", tmp_path / "out", "--epochs", "1") == 1
     assert "not a folder" in capsys.readouterr().err
     code = pretrain(folders, tmp_path / "out2", "--epochs", "1", "--multiprocessing-distributed",
-                    "--nproc-per-node", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}", "--device", "cpu",
+                    "--nproc-per-node", "2", "--dist-url", file_rendezvous(tmp_path), "--device", "cpu",
                     "--batch-size", "13")
     assert code == 1 and not (tmp_path / "out2" / "checkpoint_last.pth.tar").exists()
