@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
+from rendezvous import file_rendezvous
 from unimodal_helpers import TINY_MODEL, load_script
 
 train = load_script("train")
