@@ -102,3 +102,13 @@ def test_per_loss_values_written_in_the_help_texts_are_the_documented_ones():
                 assert documented[ita_type, target] == float(number), f"--{flag} help: {ita_type} {number}"
                 checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"rho_init": 3.0}, (3.0, 3.0)), ({"rho": 4.0}, (4.0, 4.0)), ({"rho_init": 3.0, "rho": 4.0}, (4.0, 4.0)),
+    ({"rho": 4.0, "rho_I": 5.0}, (5.0, 4.0)), ({"rho_init": 3.0, "rho_T": 2.0}, (3.0, 2.0)),
+    ({"rho_I": 5.0}, (5.0, 6.0))])
+def test_the_most_specific_rho_flag_sets_each_modality(flags, expected):
+    """`--rho_init` < `--rho` < `--rho_I`/`--rho_T`; a modality without any keeps the loss's default (6.0)."""
+    loss = build_loss("isogclr", 4, **flags)
+    assert (loss.rho["img"], loss.rho["txt"]) == expected
