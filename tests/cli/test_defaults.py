@@ -112,3 +112,18 @@ def test_the_most_specific_rho_flag_sets_each_modality(flags, expected):
     """`--rho_init` < `--rho` < `--rho_I`/`--rho_T`; a modality without any keeps the loss's default (6.0)."""
     loss = build_loss("isogclr", 4, **flags)
     assert (loss.rho["img"], loss.rho["txt"]) == expected
+
+
+LOSS_CLASSES = {"clip": "CLIPLoss", "sogclr": "SogCLRLoss", "isogclr": "ISogCLRLoss", "isogclr_new": "ISogCLRLoss",
+                "sogclr_dro": "ISogCLRLoss", "isogclr_tempnet": "TempNetLoss", "sogclr_mine": "InfoSogCLRLoss",
+                "infosogclr": "InfoSogCLRLoss", "sogclr_v2_mine": "InfoSogCLRLoss", "hybrid": "HybridSogCLRLoss",
+                **{f"fastclip_v{v}": "FastCLIPLoss" for v in range(4)}}
+
+
+@pytest.mark.parametrize("ita_type", ITA_TYPES)
+def test_each_ita_type_builds_its_loss(ita_type):
+    """The name picks the class (and FastCLIP's version, which decides what τ is: docs/losses.md §9)."""
+    loss = build_loss(ita_type, 4)
+    assert type(loss).__name__ == LOSS_CLASSES[ita_type]
+    if ita_type.startswith("fastclip_v"):
+        assert loss.version == int(ita_type[-1])
