@@ -23,6 +23,9 @@ TINY = ("--image_encoder test_resnet --image_res 64 --text_encoder Transformer -
         "--text_layers 2 --context_length 32 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
         "--batch_size_train 32 --lr 3e-4 --warmup_epochs 0 --temp 0.07")
 CHANCE_R_MEAN = 5.5  # about (1+5+10)/3 % both ways for 100 images with 5 captions each
+# Measured for one epoch with seeds 0, 1, 2, 42: val_r_mean 9.6-11.6 (chance 5.5), zero-shot top-5 17.4-23.6 %
+# over 36 shape classes (chance 13.9 %). The margins below hold for all of them.
+R_MEAN_MARGIN = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +48,19 @@ def one_epoch(shapes, tmp_path_factory):
     return out
 
 
-def test_one_epoch_writes_outputs_and_learns_above_chance(one_epoch):
+def test_one_epoch_writes_outputs_and_learns_above_chance(shapes, one_epoch):
     for name in ("args.json", "log.txt", "checkpoint_1.pth", "checkpoint_last.pth", "coco_log.txt",
                  "zeroshot_imagenet_log.txt"):
         assert (one_epoch / name).is_file(), name
     records = [json.loads(line) for line in (one_epoch / "log.txt").read_text().splitlines()]
     assert len(records) == 1 and records[0]["epoch"] == 0
-    assert records[0]["val_r_mean"] > CHANCE_R_MEAN * 1.5
-    assert 0.0 <= records[0]["zeroshot_top1"] <= 100.0
+    assert records[0]["val_r_mean"] > CHANCE_R_MEAN * R_MEAN_MARGIN
+    classes = len([d for d in (shapes / "datasets" / "imagenet" / "val").iterdir() if d.is_dir()])
+    assert records[0]["zeroshot_top5"] > 100.0 * 5 / classes  # above chance with every measured seed
+    assert records[0]["zeroshot_top1"] <= records[0]["zeroshot_top5"]
     checkpoint = torch.load(one_epoch / "checkpoint_1.pth", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["args"]["ita_type"] == "clip"
+    assert checkpoint["optimizer"]["state"][0]["step"] == 2048 // 32  # every pair seen once, in full batches
 
 
 def test_evaluate_reproduces_the_training_metrics(shapes, one_epoch, tmp_path):

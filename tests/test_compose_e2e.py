@@ -123,7 +123,7 @@ def test_seed_commands_resolve_as_itra_meant(demo):
 
 
 TINY_RUN = ("--epochs 1 --batch-size 16 --workers 0 --dataset-size 32 --zs_dataset none --val_workers 0 "
-            f"--no-progress --image_res 32")
+            "--no-progress --image_res 32")
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])

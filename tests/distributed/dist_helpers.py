@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from rendezvous import file_rendezvous
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -21,12 +23,6 @@ TINY = ["--image_encoder", "test_vit", "--image_res", "32", "--text_encoder", "T
         "--val_workers", "0", "--no-progress"]
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NGPUS", "DRY_RUN", "INJECT", "CRASH",
                  "TORCHELASTIC_RUN_ID", "GROUP_RANK", "LOCAL_WORLD_SIZE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -43,35 +39,37 @@ def data_flags(shapes: Path) -> list[str]:
 
 @dataclass
 class Finished:
-    """Exit statuses, combined output and wall time of a launch."""
+    """Exit statuses and combined output of a launch."""
 
     codes: list[int]
     output: str
-    seconds: float
 
 
 def run_single(args: list[str], timeout: float = 120, script: str = CLIP, **env: str) -> Finished:
-    start = time.monotonic()
     done = subprocess.run([PYTHON, script, *args], env=clean_env(**env), capture_output=True, text=True,
                           timeout=timeout, check=False)
-    return Finished([done.returncode], done.stdout + done.stderr, time.monotonic() - start)
+    return Finished([done.returncode], done.stdout + done.stderr)
 
 
 def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 120, script: str = CLIP, **env: str) -> Finished:
-    start = time.monotonic()
+    """torchrun --standalone: its c10d rendezvous binds a free port itself and keeps it (no bind-and-close race)."""
     command = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone", script, *args]
     done = subprocess.run(command, env=clean_env(**env), capture_output=True, text=True, timeout=timeout, check=False)
-    return Finished([done.returncode], done.stdout + done.stderr, time.monotonic() - start)
+    return Finished([done.returncode], done.stdout + done.stderr)
 
 
 def run_fake_srun(args: list[str], ntasks: int = 2, timeout: float = 120, script: str = CLIP, **env: str) -> Finished:
-    """Start `ntasks` processes with the variables srun gives its tasks (no MASTER_ADDR: from the node list)."""
+    """Start `ntasks` processes with the variables srun gives its tasks (no MASTER_ADDR: from the node list).
+
+    They meet through a file (`--dist_url file://...`) rather than the port srun's rendezvous derives from the job
+    id, so overlapping test runs never compete for a port; the env:// path is run by the torchrun tests.
+    """
     start = time.monotonic()
-    port = str(free_port())
-    procs = [subprocess.Popen([PYTHON, "-u", script, *args],
+    meeting = tempfile.TemporaryDirectory(prefix="fake_srun_")
+    rendezvous = ["--dist_url", file_rendezvous(meeting.name)]
+    procs = [subprocess.Popen([PYTHON, "-u", script, *rendezvous, *args],
                               env=clean_env(SLURM_PROCID=str(rank), SLURM_NTASKS=str(ntasks), SLURM_LOCALID=str(rank),
-                                            SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="localhost", MASTER_PORT=port,
-                                            **env),
+                                            SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="localhost", **env),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in range(ntasks)]
     outputs = []
@@ -84,7 +82,8 @@ def run_fake_srun(args: list[str], ntasks: int = 2, timeout: float = 120, script
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return Finished([p.returncode for p in procs], "\n".join(outputs), time.monotonic() - start)
+        meeting.cleanup()
+    return Finished([p.returncode for p in procs], "\n".join(outputs))
 
 
 def load_checkpoint(path: Path) -> dict:

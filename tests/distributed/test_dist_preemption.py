@@ -75,7 +75,7 @@ def test_signal_on_one_rank_stops_both_after_the_same_step(shapes, tmp_path):
     out = tmp_path / "run"
     args = [*data_flags(shapes), *TINY, "--epochs", "1", "--batch_size_train", "16", "--ita_type", "sogclr",
             "--zs_dataset", "none", "--output_dir", str(out), "--requeue_on_preempt"]
-    done = run_fake_srun(args, script=INJECT, timeout=90, INJECT="USR1:1:3", PATH=path)
+    done = run_fake_srun(args, script=INJECT, timeout=300, INJECT="USR1:1:3", PATH=path)
     assert done.codes == [128 + signal.SIGUSR1] * 2, done.output[-3000:]
     checkpoint = load_checkpoint(out / "checkpoint_last.pth")
     assert (checkpoint["epoch"], checkpoint["step"]) == (0, 3)

@@ -72,7 +72,8 @@ class _LossWithTemperature(torch.nn.Module):
                 {"params": list(self.temp_gen.parameters()), "weight_decay": 0.0, "optimizer": "own"}]
 
     def own_lr(self, base_lr, epoch):
-        return base_lr * 0.9 ** epoch
+        """A rule of this stub only: the engine must apply whatever rule the loss gives."""
+        return base_lr / (epoch + 1)
 
 
 def test_weight_decay_skips_biases_norms_and_loss_parameters():
@@ -87,7 +88,18 @@ def test_weight_decay_skips_biases_norms_and_loss_parameters():
     assert isinstance(optimizers.own, torch.optim.Adam)
     assert optimizers.own.param_groups[0]["lr"] == 3e-5
     apply_at(optimizers, 2, 4)
-    assert optimizers.own.param_groups[0]["lr"] == pytest.approx(3e-5 * 0.81)
+    assert optimizers.own.param_groups[0]["lr"] == pytest.approx(3e-5 / 3)
+
+
+def test_tempnet_networks_lr_decays_by_0_9_per_epoch():
+    """TempNet's own rule (TempNetLoss.own_lr, docs/losses.md §6) drives its Adam: --lr_temp_net × 0.9^epoch."""
+    loss = build_loss("isogclr_tempnet", num_samples=8, embed_dim=4, tempnet_protos=2)
+    optimizers = create_optimizers(torch.nn.Linear(3, 4), loss, "adamW", lr=1e-3, weight_decay=0.02, lr_temp_net=3e-5)
+    networks = {id(p) for p in loss.parameters()}
+    assert {id(p) for g in optimizers.own.param_groups for p in g["params"]} == networks
+    for epoch, expected in enumerate([3e-5, 2.7e-5, 2.43e-5, 2.187e-5]):
+        apply_at(optimizers, epoch)
+        assert [g["lr"] for g in optimizers.own.param_groups] == pytest.approx([expected], rel=1e-12), epoch
 
 
 def _fastclip(version: int, **hparams):

@@ -2,7 +2,6 @@
 both `dist_mode`s (autograd gather; FastCLIP's no-grad gather plus candidate part, §6.2)."""
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the spawned workers import dist_worker by name
 import dist_worker  # noqa: E402
+from rendezvous import file_rendezvous  # noqa: E402
 
 from models.losses import ITA_TYPES, build_loss  # noqa: E402
 
@@ -19,17 +19,11 @@ CASE_IDS = [f"{n}-{i}" for i, (n, _) in enumerate(dist_worker.CASES)]
 TOL = {"rtol": 1e-6, "atol": 1e-9}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory) -> list[dict[str, list[dict]]]:
     """Per rank: {dist_mode: [result of every case]}."""
     out = tmp_path_factory.mktemp("dist")
-    mp.spawn(dist_worker.worker, args=(dist_worker.WORLD, _free_port(), str(out)), nprocs=dist_worker.WORLD, join=True)
+    mp.spawn(dist_worker.worker, args=(dist_worker.WORLD, file_rendezvous(out), str(out)), nprocs=dist_worker.WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(dist_worker.WORLD)]
 
 

@@ -1,25 +1,18 @@
 """Losses spec §9 for the unimodal losses: two gloo ranks equal one process on the concatenated batch."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 import unimodal_dist_worker as worker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from rendezvous import file_rendezvous
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory) -> list[list[dict]]:
     out = tmp_path_factory.mktemp("unimodal_dist")
-    mp.spawn(worker.worker, args=(worker.WORLD, _free_port(), str(out)), nprocs=worker.WORLD, join=True)
+    mp.spawn(worker.worker, args=(worker.WORLD, file_rendezvous(out), str(out)), nprocs=worker.WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(worker.WORLD)]
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
+from rendezvous import file_rendezvous
 from unimodal_helpers import TINY_MODEL, load_script
 
 train = load_script("train")
@@ -24,12 +24,6 @@ def folders(tmp_path_factory) -> Path:
     assert build_demo_folders.main(["--source", "shapes", "--out", str(out), "--train-per-class", "1",
                                     "--val-per-class", "1", "--image-size", "32"]) == 0
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pretrain(folders: Path, out: Path, *extra: str) -> int:
@@ -114,7 +108,7 @@ def test_resume_refuses_a_state_of_another_dataset_size(folders, one_epoch, tmp_
 def test_two_process_pretraining(folders, tmp_path):
     """--multiprocessing-distributed with 2 CPU processes (gloo, DDP over encoder + loss) completes."""
     code = pretrain(folders, tmp_path, "--epochs", "1", "--multiprocessing-distributed", "--nproc-per-node", "2",
-                    "--dist-url", f"tcp://127.0.0.1:{free_port()}", "--device", "cpu")
+                    "--dist-url", file_rendezvous(tmp_path), "--device", "cpu")
     assert code == 0
     ckpt = torch.load(tmp_path / "checkpoint_last.pth.tar", map_location="cpu", weights_only=True)
     assert torch.isfinite(ckpt["loss"]["log_u"]).all()  # both ranks' images reached the replicated state
@@ -136,6 +130,6 @@ def test_user_errors_end_with_status_one(folders, tmp_path, capsys):
     assert pretrain(tmp_path / "missing", tmp_path / "out", "--epochs", "1") == 1
     assert "not a folder" in capsys.readouterr().err
     code = pretrain(folders, tmp_path / "out2", "--epochs", "1", "--multiprocessing-distributed",
-                    "--nproc-per-node", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}", "--device", "cpu",
+                    "--nproc-per-node", "2", "--dist-url", file_rendezvous(tmp_path), "--device", "cpu",
                     "--batch-size", "13")
     assert code == 1 and not (tmp_path / "out2" / "checkpoint_last.pth.tar").exists()

@@ -44,9 +44,9 @@ def run_case(name: str, kw: dict, rank: int, world: int) -> dict:
     return result
 
 
-def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def worker(rank: int, world: int, init_method: str, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         torch.save([run_case(name, kw, rank, world) for name, kw in CASES], f"{out_dir}/rank{rank}.pt")
     finally:

@@ -76,10 +76,10 @@ class FastCLIPv2Loss(FastCLIPLoss):
     default_rho = 7.0
 
     def __init__(self, num_samples: int, tau_init: float = 0.03, tau_min: float = 0.01, tau_max: float = 1.0,
-                 lr_tau: float | None = None, tau_beta1: float = 0.9, tau_beta2: float = 0.999,
+                 lr_tau: float = V2_LR_TAU, tau_beta1: float = 0.9, tau_beta2: float = 0.999,
                  tau_eps: float = 1e-8, **kw: object) -> None:
         check_tau_range(tau_min, tau_max, tau_init)
-        rule = FastCLIPv2Rule(lr=V2_LR_TAU if lr_tau is None else float(lr_tau), beta1=float(tau_beta1),
+        rule = FastCLIPv2Rule(lr=float(lr_tau), beta1=float(tau_beta1),
                               beta2=float(tau_beta2), eps=float(tau_eps), tau_min=float(tau_min),
                               tau_max=float(tau_max))
         super().__init__(num_samples, tau_rule=rule, tau_init=tau_init, **kw)
