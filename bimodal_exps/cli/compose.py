@@ -9,13 +9,14 @@ import argparse
 import os
 
 from cli.flags import add_bool_flag, add_flag, str2bool
+from cli.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, Range
 from dataset.csv_pairs import CSV_SUFFIXES
 from models.config import ADAPTERS, IMAGE_BUILDERS, TEXT_BUILDERS, TEXT_POOLERS
 
 # ITRA flags of evaluations and logging that clip.py does not have yet: accepted so ITRA commands run, noted.
-ITRA_NOT_YET_FLAGS: dict[str, type] = {
-    "--linear-frequency": int, "--zeroshot-frequency": int, "--retrieval-frequency": int,
-    "--nlp-eval-frequency": int, "--eval-data-dir": str, "--report-to": str, "--logs": str, "--name": str,
+ITRA_NOT_YET_FLAGS: dict[str, type | Range] = {
+    "--linear-frequency": NON_NEGATIVE_INT, "--zeroshot-frequency": NON_NEGATIVE_INT,
+    "--retrieval-frequency": NON_NEGATIVE_INT, "--nlp-eval-frequency": NON_NEGATIVE_INT, "--eval-data-dir": str, "--report-to": str, "--logs": str, "--name": str,
     "--copy-codebase": bool, "--cache-dir": str,
 }
 
@@ -31,10 +32,10 @@ def add_composition_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(group, "--text_model_tag", default="", help="OpenCLIP pretrained name or local weight file")
     add_flag(group, "--text_pooler", type=str.lower, default="cls", choices=list(TEXT_POOLERS),
              help="HF text towers: cls = first token, pooler = the model's pooler head, mean = masked mean")
-    add_flag(group, "--image_head_layers", "--image-head-n-layers", type=int, default=1,
+    add_flag(group, "--image_head_layers", "--image-head-n-layers", type=NON_NEGATIVE_INT, default=1,
              help="0 = no head (embed_dim becomes the tower width), 1 = Linear, n >= 2 = MLP")
-    add_flag(group, "--text_head_layers", "--text-head-n-layers", type=int, default=1, help="as --image_head_layers")
-    add_flag(group, "--head_hidden_dim", type=int, default=2048, help="hidden width of heads with >= 2 layers")
+    add_flag(group, "--text_head_layers", "--text-head-n-layers", type=NON_NEGATIVE_INT, default=1, help="as --image_head_layers")
+    add_flag(group, "--head_hidden_dim", type=COUNT, default=2048, help="hidden width of heads with >= 2 layers")
     add_bool_flag(group, "--head_bn", default=False, help="BatchNorm after each hidden Linear of MLP heads")
     for side in ("image", "text"):
         add_bool_flag(group, f"--lock_{side}", default=False,
@@ -48,17 +49,18 @@ def add_composition_flags(parser: argparse.ArgumentParser) -> None:
         add_flag(group, f"--pretrained-{side}-model", dest=f"{side}_pretrained", action="store_const", const=True,
                  default=argparse.SUPPRESS, help=f"ITRA spelling of --{side}_pretrained true")
     add_flag(group, "--adapter", default="", help=f"HF text towers: one of {', '.join(ADAPTERS)} (base frozen)")
-    add_flag(group, "--text_prompt_tokens", type=int, default=0,
+    add_flag(group, "--text_prompt_tokens", type=NON_NEGATIVE_INT, default=0,
              help="BPE/OpenCLIP text towers: learnable prompt vectors after the start token (CoOp)")
     add_flag(group, "--prompt", action="store_true", help="ITRA: learnable prompt tokens (--n-prompt of them, 1)")
-    add_flag(group, "--n-prompt", type=int, default=1, help="ITRA: number of prompt tokens with --prompt")
+    add_flag(group, "--n-prompt", type=COUNT, default=1, help="ITRA: number of prompt tokens with --prompt")
     add_flag(group, "--cache_teacher", default=None, metavar="FILE",
              help="write the teacher tower's embeddings of every training pair (.npy, row = pair id) and exit")
     _add_data_flags(group)
     _add_itra_run_flags(parser)
     for alias, dest, kind in (("--image-model", "image_encoder", str), ("--text-model", "text_encoder", str),
-                              ("--image-resolution", "image_res", int), ("--max-seq-length", "text_max_len", int),
-                              ("--joint-projection-dim", "embed_dim", int)):
+                              ("--image-resolution", "image_res", COUNT),
+                              ("--max-seq-length", "text_max_len", Range(int, "[2, inf)")),
+                              ("--joint-projection-dim", "embed_dim", COUNT)):
         add_flag(group, alias, dest=dest, type=kind, default=argparse.SUPPRESS, help=f"ITRA spelling of --{dest}")
 
 
@@ -74,9 +76,9 @@ def _add_data_flags(group: argparse._ArgumentGroup) -> None:
     add_flag(group, "--csv_caption_key", default="title", help="caption column of --train-data CSV files")
     add_flag(group, "--images-dir", dest="train_image_root", default=argparse.SUPPRESS,
              help="ITRA: root of the CSV's relative image paths (default: paths as written, from the working dir)")
-    add_flag(group, "--train_size", "--dataset-size", type=int, default=None,
+    add_flag(group, "--train_size", "--dataset-size", type=COUNT, default=None,
              help="train on the first N pairs only (default: all)")
-    add_flag(group, "--episode_size", "--episode-size", type=int, default=0,
+    add_flag(group, "--episode_size", "--episode-size", type=NON_NEGATIVE_INT, default=0,
              help="each epoch draws E pair ids with replacement from the training pairs, seeded by (seed, epoch); "
                   "0 = plain epochs")
 
@@ -84,8 +86,8 @@ def _add_data_flags(group: argparse._ArgumentGroup) -> None:
 def _add_itra_run_flags(parser: argparse.ArgumentParser) -> None:
     """ITRA's spellings of existing run flags and its logging/evaluation flags (no effect yet)."""
     group = parser.add_argument_group("ITRA spellings of run flags")
-    for alias, dest, kind in (("--batch-size", "batch_size_train", int), ("--wd", "weight_decay", float),
-                              ("--max-grad-norm", "grad_clip", float), ("--save-frequency", "save_freq", int)):
+    for alias, dest, kind in (("--batch-size", "batch_size_train", COUNT), ("--wd", "weight_decay", NON_NEGATIVE),
+                              ("--max-grad-norm", "grad_clip", NON_NEGATIVE), ("--save-frequency", "save_freq", COUNT)):
         add_flag(group, alias, dest=dest, type=kind, default=argparse.SUPPRESS, help=f"ITRA spelling of --{dest}")
     for name, kind in ITRA_NOT_YET_FLAGS.items():
         if kind is bool:
@@ -110,10 +112,6 @@ def finalise_composition(args: argparse.Namespace, explicit: set[str]) -> list[s
         args.dataset_type = "csv"
     if args.dataset_type == "csv" and "train_image_root" not in explicit:
         args.train_image_root = os.path.abspath(".")  # OpenCLIP/ITRA: the CSV's paths are used as written
-    if args.train_size is not None and args.train_size < 1:
-        raise ValueError(f"--train_size must be >= 1 (got {args.train_size})")
-    if args.episode_size < 0:
-        raise ValueError(f"--episode_size must be >= 0 (got {args.episode_size}; 0 = plain epochs)")
     if args.episode_size and args.dataset_type == "webdataset":
         raise ValueError("--episode_size needs an indexable training set (JSON or CSV), not --dataset_type webdataset")
     for side in ("image", "text"):

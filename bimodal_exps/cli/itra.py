@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_flag
+from cli.ranges import POSITIVE
 from models.losses import ITA_TYPES
 
 # ITRA's names, lower-cased with '_' read as '-'; ProtoRKD has the same math as DINO in the ITRA source
@@ -22,7 +23,7 @@ def add_itra_loss_flags(group: argparse._ActionsContainer) -> None:
              help="ITRA loss name (InfoNCE, SimReg, SimReg-L1, SimReg-SmoothL1, VICReg, BarlowTwins, RKD, "
                   "CompRess-1q, CompRess-2q, SEED, DINO, ProtoRKD, ProtoCPC; case-insensitive) or an --ita_type; "
                   "sets --ita_type")
-    add_flag(group, "--logit_scale", type=float, default=0.07,
+    add_flag(group, "--logit_scale", type=POSITIVE, default=0.07,
              help="--loss InfoNCE: initial temperature τ of the learnable-τ clip loss")
 
 

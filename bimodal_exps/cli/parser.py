@@ -6,7 +6,7 @@ import argparse
 from cli.compose import add_composition_flags, bool_or_steps
 from cli.flags import OneLineParser, add_bool_flag, add_flag, str2bool
 from cli.itra import LOSS_FLAG_ALIASES, add_itra_loss_flags
-from cli.ranges import Range
+from cli.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Range
 from dataset.zeroshot import ZEROSHOT_DATASETS
 from models.config import parse_kwargs, parse_pretrained
 from models.losses import ITA_TYPES, LOSS_HPARAMS
@@ -26,10 +26,6 @@ COMPATIBILITY_FLAGS: dict[str, tuple[type, object]] = {
 STORE_TRUE_COMPATIBILITY_FLAGS = ("isogclr_temp_net", "check_samples_tau", "check_tempnet_params",
                                   "vis_prototypes", "find_clusters", "extract_data")
 # Ranges of the numeric flags (interval notation, cli.ranges); NaN and ±inf are refused everywhere.
-COUNT = Range(int, "[1, inf)")
-NON_NEGATIVE_INT = Range(int, "[0, inf)")
-POSITIVE = Range(float, "(0, inf)")
-NON_NEGATIVE = Range(float, "[0, inf)")
 SEED = Range(int, "[0, 4294967295]")  # NumPy's seed range
 UNSUPPORTED_FLAGS = {
     "personalized_tau": "per-sample learnable τ of the references broadcasts τ along the wrong axis "

@@ -57,6 +57,13 @@ class Range:
         return None
 
 
+# The ranges most flags share.
+COUNT = Range(int, "[1, inf)")
+NON_NEGATIVE_INT = Range(int, "[0, inf)")
+POSITIVE = Range(float, "(0, inf)")
+NON_NEGATIVE = Range(float, "[0, inf)")
+UNIT = Range(float, "(0, 1]")
+
 def ranged_actions(parser: argparse.ArgumentParser) -> Iterator[tuple[argparse.Action, Range]]:
     """The parser's flags whose type is a Range."""
     for action in parser._actions:

@@ -117,25 +117,25 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
                             DIST_MODES),
     "teacher": LossHParam(str, "text", "distillation objectives: the tower whose features are the teacher t "
                                        "(uni-directional objectives send it no gradient)", TEACHERS),
-    "w_distill": LossHParam(float, 1.0, "distillation objectives: weight of the objective in the loss"),
+    "w_distill": LossHParam(float, 1.0, "distillation objectives: weight of the objective in the loss", within="[0, inf)"),
     "w_simcse": LossHParam(float, 0.0, "distillation objectives: weight of ITRA's SimCSE term (InfoNCE at τ = 0.05 "
-                                       "between two text forwards with different dropout; 0 = off)"),
-    "vicreg_sim_coeff": LossHParam(float, 25.0, "vicreg: weight of the invariance (mean squared difference) term"),
-    "vicreg_std_coeff": LossHParam(float, 25.0, "vicreg: weight of the variance hinge"),
-    "vicreg_cov_coeff": LossHParam(float, 1.0, "vicreg: weight of the off-diagonal covariance term"),
-    "bt_lambda": LossHParam(float, 0.0051, "barlowtwins: weight λ of the off-diagonal cross-correlation"),
+                                       "between two text forwards with different dropout; 0 = off)", within="[0, inf)"),
+    "vicreg_sim_coeff": LossHParam(float, 25.0, "vicreg: weight of the invariance (mean squared difference) term", within="[0, inf)"),
+    "vicreg_std_coeff": LossHParam(float, 25.0, "vicreg: weight of the variance hinge", within="[0, inf)"),
+    "vicreg_cov_coeff": LossHParam(float, 1.0, "vicreg: weight of the off-diagonal covariance term", within="[0, inf)"),
+    "bt_lambda": LossHParam(float, 0.0051, "barlowtwins: weight λ of the off-diagonal cross-correlation", within="[0, inf)"),
     "bt_norm": LossHParam(str, "standard", "barlowtwins column normalisation: standard (the paper's) or itra "
                                            "(ITRA's l2 columns, parity only)", BT_NORMS),
-    "w_rkd_d": LossHParam(float, 0.5, "rkd: weight of the distance term (0 skips it)"),
-    "w_rkd_a": LossHParam(float, 1.0, "rkd: weight of the angle term (0 skips it; O(B³), slow beyond B ≈ 1,024)"),
+    "w_rkd_d": LossHParam(float, 0.5, "rkd: weight of the distance term (0 skips it)", within="[0, inf)"),
+    "w_rkd_a": LossHParam(float, 1.0, "rkd: weight of the angle term (0 skips it; O(B³), slow beyond B ≈ 1,024)", within="[0, inf)"),
     "memory_bank_size": LossHParam(int, 65536, "compress_1q/compress_2q/seed: queue length K (rows of past "
-                                               "global batches)"),
-    "num_prototypes": LossHParam(int, 65536, "dino/protocpc: number of prototypes K"),
+                                               "global batches)", within="[1, inf)"),
+    "num_prototypes": LossHParam(int, 65536, "dino/protocpc: number of prototypes K", within="[1, inf)"),
     "distill_teacher_temp": LossHParam(float, None, "teacher temperature τ_t (compress 0.04, seed 1e-4, "
-                                                    "dino/protocpc 0.04)"),
+                                                    "dino/protocpc 0.04)", within="(0, inf)"),
     "distill_student_temp": LossHParam(float, None, "student temperature τ_s (compress 0.04, seed 0.07, "
-                                                    "dino/protocpc 0.1)"),
-    "center_momentum": LossHParam(float, 0.9, "dino: momentum of the teacher centre; protocpc: of the prior"),
+                                                    "dino/protocpc 0.1)", within="(0, inf)"),
+    "center_momentum": LossHParam(float, 0.9, "dino: momentum of the teacher centre; protocpc: of the prior", within="[0, 1]"),
 }
 
 _GCL = ("sogclr_gamma", "gamma_schedule", "gamma_decay_epochs", "state_init")

@@ -8,18 +8,13 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import OneLineParser, add_flag
-from cli.ranges import Range
+from cli.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE, UNIT, Range
 from engine.runtime import UsageError
 
 __all__ = ["UsageError", "build_lincls_parser", "build_train_parser", "parse_lincls_args", "parse_train_args"]
 
 DATA_NAMES = ("imagenet1000", "imagenet100", "folder")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
-# Ranges of the numeric flags (interval notation, cli.ranges); NaN and ±inf are refused everywhere.
-COUNT = Range(int, "[1, inf)")
-NON_NEGATIVE_INT = Range(int, "[0, inf)")
-POSITIVE = Range(float, "(0, inf)")
-UNIT = Range(float, "(0, 1]")
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
