@@ -14,7 +14,7 @@ from dataset.demo.build import main as build_demo  # noqa: E402
 
 @pytest.fixture(scope="session")
 def build_shapes(tmp_path_factory):
-    """Factory for procedural `shapes` demo data in the seed-000 layout: build(name, train, val, zs, px)."""
+    """Factory for procedural `shapes` demo data in the reference repositories' layout: build(name, train, val, zs, px)."""
 
     def build(name: str, num_train: int, num_val: int, zeroshot_per_class: int, image_size: int) -> Path:
         root = tmp_path_factory.mktemp(name)

@@ -1,4 +1,4 @@
-"""The flag contract: seed commands parse verbatim, D2 semantics, both spellings, configs, clear errors."""
+"""The flag contract: the reference commands parse verbatim, flags mean what they say, both spellings, configs, clear errors."""
 import re
 import shlex
 

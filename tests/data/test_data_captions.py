@@ -1,4 +1,4 @@
-"""pre_caption follows pipeline spec §2.7 step by step."""
+"""pre_caption follows the references' caption cleaning step by step."""
 import pytest
 
 from dataset.captions import pre_caption

@@ -1,4 +1,4 @@
-"""RetrievalDataset: flattened captions and the img2txt / txt2img maps (spec §2.3)."""
+"""RetrievalDataset: flattened captions and the img2txt / txt2img maps."""
 import pytest
 import torch
 

@@ -90,7 +90,7 @@ def test_augmentations_follow_seed_epoch_and_key_not_the_process(shards):
 
 
 def test_batches_per_epoch_follow_the_formula(shards):
-    # pipeline spec §2.6: CC12M, batch 512, 8 processes, 2 workers -> 2,244 iterations per process
+    # CC12M, batch 512, 8 processes, 2 workers -> 2,244 iterations per process
     assert epoch_length(9_184_307, 512, 8, 2) == (1122, 2244)
     assert epoch_length(10, 4, 1, 0) == (3, 3)
     parts = make(shards, num_samples=50)   # ⌈50/4⌉ = 13 batches: the shards are read again

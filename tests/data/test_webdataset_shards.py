@@ -17,7 +17,7 @@ from wds_helpers import jpeg, write_shards
 def test_keys_follow_img2dataset_naming(tmp_path):
     assert key_digits(10_000) == 4 and key_digits(1000) == 3 and key_digits(10) == 1
     writer = Img2DatasetWriter(tmp_path, 10_000, failure_rate=0.0)
-    assert writer.key(42 * 10_000 + 31) == "000420031"   # spec §2.6: sample 31 of shard 42
+    assert writer.key(42 * 10_000 + 31) == "000420031"   # img2dataset keys: sample 31 of shard 42
     writer.close()
 
 

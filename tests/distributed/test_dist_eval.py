@@ -1,4 +1,4 @@
-"""Evaluation split across 2 gloo ranks gives exactly the single-process metrics (D5, pipeline §5.11)."""
+"""Evaluation split across 2 gloo ranks gives exactly the single-process metrics."""
 from __future__ import annotations
 
 import torch

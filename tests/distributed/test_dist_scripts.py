@@ -1,4 +1,4 @@
-"""run.slurm / eval.slurm (pipeline §7.4): launcher selection in dry-run mode, overrides, and a real tiny run."""
+"""run.slurm / eval.slurm: launcher selection in dry-run mode, overrides, and a real tiny run."""
 from __future__ import annotations
 
 import json

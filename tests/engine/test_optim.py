@@ -18,7 +18,7 @@ def apply_at(optimizers, epoch, iteration=0):
 
 
 def test_legacy_schedule_matches_the_references_worked_example():
-    """pipeline §5.6: E=30, W=5, L=2e-4, Lw=1e-5, Lmin=1e-6."""
+    """The references' worked example of the legacy schedule: E=30, W=5, L=2e-4, Lw=1e-5, Lmin=1e-6."""
     opt = make_optimizer()
     schedule = LRSchedule(Optimizers(opt), "legacy", "cosine", epochs=30, steps_per_epoch=1000, lr_min=1e-6,
                           warmup_lr=1e-5, warmup_epochs=5)

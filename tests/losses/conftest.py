@@ -1,4 +1,4 @@
-"""Closed-form references for the loss tests (written from losses spec formulas, independent of models.gcl)."""
+"""Closed-form references for the loss tests (written from the formulas of docs/losses.md, independent of models.gcl)."""
 from __future__ import annotations
 
 import types

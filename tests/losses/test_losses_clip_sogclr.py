@@ -1,4 +1,4 @@
-"""CLIP (§2) and SogCLR (§3) against closed forms."""
+"""CLIP (docs/losses.md §3) and SogCLR (§4) against closed forms."""
 from __future__ import annotations
 
 import math

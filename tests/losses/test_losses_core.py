@@ -20,7 +20,7 @@ def sogclr(n: int = 20, **kw) -> torch.nn.Module:
     return build_loss("sogclr", n, **kw).double()
 
 
-# --- §1.5 moving-average recursion --------------------------------------------------------------
+# --- moving-average recursion (docs/losses.md §2) --------------------------------------------------------------
 
 @pytest.mark.parametrize("gamma", [0.3, 0.8])
 def test_constant_features_first_visit_and_zero_init(ref, gamma):
@@ -54,10 +54,10 @@ def test_moving_average_with_changing_features_and_epoch0(ref):
     torch.testing.assert_close(ep0.log_u_img[ids].exp(), u_ep0, rtol=1e-6, atol=0)
 
 
-# --- §1.4 log domain vs the reference (s, β) pair and β-shift invariance ------------------------
+# --- log domain (docs/losses.md §2) vs the reference (s, β) pair and β-shift invariance ------------------------
 
 def pair_step(h, tau, s, beta, gamma):
-    """The reference stabilised update (§1.4), negatives only, with ISOG-style zero init."""
+    """The reference stabilised update, negatives only, with ISOG-style zero init."""
     b = h.shape[0]
     x = (h / tau).masked_fill(torch.eye(b, dtype=torch.bool), -math.inf)
     new_beta = torch.maximum(beta, x.max(1).values)

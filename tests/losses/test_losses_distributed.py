@@ -1,5 +1,5 @@
-"""D4 / losses §9: two gloo ranks on CPU equal one process on the concatenated batch, for every loss, in
-both `dist_mode`s (autograd gather; FastCLIP's no-grad gather plus candidate part, §6.2)."""
+"""The distributed recipe (docs/losses.md §11): two gloo ranks on CPU equal one process on the concatenated batch, for every loss, in
+both `dist_mode`s (autograd gather; FastCLIP's no-grad gather plus candidate part)."""
 from __future__ import annotations
 
 import sys

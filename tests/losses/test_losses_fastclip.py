@@ -1,4 +1,4 @@
-"""FastCLIP v0–v3 (§6): gradient conventions, τ rules and the γ schedule."""
+"""FastCLIP v0–v3 (docs/losses.md §9): gradient conventions, τ rules and the γ schedule."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""InfoSogCLR (§8) and HybridSogCLR (§7) against closed forms and the HYB reference recipe."""
+"""InfoSogCLR (docs/losses.md §7) and HybridSogCLR (§8) against closed forms and the HYB reference recipe."""
 from __future__ import annotations
 
 import math
@@ -103,7 +103,7 @@ def test_hybrid_adaptive_tau_formula_range_and_sogclr_equivalence(ref):
 
 
 def hyb_reference(e, z, tau0):
-    """HYB's recipe (§7.1 steps 2-10) at epoch 0 (s = ĝ) without chunking."""
+    """HYB's recipe (docs/losses.md §8) at epoch 0 (s = ĝ) without chunking."""
     s = e @ z.T
     tau_t = tau0 * (1 + torch.tanh(s.detach().std()))
     d = s / tau_t
@@ -161,7 +161,7 @@ def test_hybrid_vicreg_terms(ref):
 
 
 def test_individual_tau_with_alpha_zero_is_isogclr_step_by_step(ref):
-    """§8.4 with α = 0 is iSogCLR (constant η): same gradients and per-sample ℓ, τ, m after every step."""
+    """InfoSogCLR's individual τ (docs/losses.md §7) with α = 0 is iSogCLR (constant η): same gradients and per-sample ℓ, τ, m after every step."""
     tau_flags = {"tau_init": 0.02, "rho_I": 5.0, "rho_T": 4.0, "eta_init": 0.01, "beta_u": 0.8}
     mine = build_loss("sogclr_mine", 8, individual_tau=True, sogclr_gamma=0.7, **tau_flags, **NO_REG).double()
     isog = build_loss("isogclr", 8, sogclr_gamma=0.7, **tau_flags).double()

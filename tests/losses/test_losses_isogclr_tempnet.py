@@ -1,4 +1,4 @@
-"""iSogCLR (§4) and TempNet (§5) against closed forms and finite differences."""
+"""iSogCLR (docs/losses.md §5) and TempNet (§6) against closed forms and finite differences."""
 from __future__ import annotations
 
 import copy

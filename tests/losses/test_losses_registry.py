@@ -1,4 +1,4 @@
-"""The public registry: names (D1), flags, build_loss, param_groups, stats contract."""
+"""The public registry: names, flags, build_loss, param_groups, stats contract."""
 from __future__ import annotations
 
 import pytest

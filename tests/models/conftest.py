@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture
 def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test loudly (D7: nothing is downloaded)."""
+    """Any attempt to open a connection fails the test loudly (nothing is ever downloaded)."""
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args[1:]}")
     monkeypatch.setattr(socket.socket, "connect", refuse)

@@ -1,4 +1,4 @@
-"""Losses spec §9 for the unimodal losses: two gloo ranks equal one process on the concatenated batch."""
+"""The distributed recipe (docs/losses.md §11) for the unimodal losses: two gloo ranks equal one process on the concatenated batch."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Unimodal SogCLR / NT-Xent against their closed forms (losses spec §3.4, §1.3–1.5)."""
+"""Unimodal SogCLR / NT-Xent against their closed forms (docs/losses.md §13, §2)."""
 from __future__ import annotations
 
 import math

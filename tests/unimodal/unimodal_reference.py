@@ -1,4 +1,4 @@
-"""Closed-form references for the unimodal losses, written from losses spec §3.4 (independent of models.gcl)."""
+"""Closed-form references for the unimodal losses, written from docs/losses.md §13 (independent of models.gcl)."""
 from __future__ import annotations
 
 import torch
