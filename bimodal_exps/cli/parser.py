@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from cli.evals import add_eval_suite_flags
 from cli.flags import add_bool_flag, add_flag, str2bool
 from cli.itra import LOSS_FLAG_ALIASES, add_itra_loss_flags
 from dataset.zeroshot import ZEROSHOT_DATASETS
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optim_flags(parser)
     _add_run_flags(parser)
     _add_evaluation_flags(parser)
+    add_eval_suite_flags(parser)
     _add_compatibility_flags(parser)
     return parser
 

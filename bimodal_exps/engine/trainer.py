@@ -25,7 +25,7 @@ from engine.checkpoint import (FORMAT_VERSION, capture_rng_state, check_resume_k
                                save_atomic)
 from engine.distributed import barrier, world
 from engine.evaluation import EvalSuite
-from engine.logger import append_jsonl, format_results_table, write_eval_logs
+from engine.logger import append_jsonl, format_results_table, write_eval_logs, write_eval_results
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
@@ -66,7 +66,6 @@ class Run:
     epochs: int
     seed: int
     save_freq: int = 1
-    eval_freq: int = 0
     save_every_steps: int = 0           # also write checkpoint_last.pth every N steps inside epochs (0: off)
     keep_checkpoints: int = 0           # keep only the N newest checkpoint_<epoch>.pth (0: all)
     start_epoch: int = 0
@@ -197,11 +196,15 @@ def _after_step(run: Run, epoch: int, iterations_done: int) -> None:
 
 
 def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]:
-    """Evaluate the unwrapped model; rank 0 appends the legacy JSON-lines logs."""
-    retrieval, zeroshot = run.evaluator.run(run.model)
+    """Evaluate the unwrapped model (the families due after `epoch_record["epoch"] + 1` epochs); rank 0 appends
+    the legacy JSON-lines logs and rewrites eval_results.json with the latest metrics."""
+    epochs_done = epoch_record["epoch"] + 1
+    retrieval, zeroshot, extra = run.evaluator.run(run.model, epochs_done, run.epochs)
+    metrics = {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot, **extra}
     if world()[0] == 0:
         write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"], run.evaluator.zeroshot_name)
-    return {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot}
+        write_eval_results(run.output_dir / "eval_results.json", metrics, epoch=epochs_done)
+    return metrics
 
 
 def fit(run: Run) -> dict[str, float]:
@@ -210,6 +213,10 @@ def fit(run: Run) -> dict[str, float]:
     if rank == 0 and (stale := remove_stale_temporaries(run.output_dir)):
         print(f"removed {len(stale)} incomplete checkpoint file(s) left by an interrupted save")
     final_metrics: dict[str, float] = {}
+    if run.start_epoch == 0 and not run.start.iteration and run.evaluator.due(0, run.epochs):  # --eval_first
+        record = {"epoch": -1, **evaluate_and_log(run, {"epoch": -1})}
+        if rank == 0:
+            append_jsonl(run.output_dir / "log.txt", record)
     for epoch in range(run.start_epoch, run.epochs):
         seed_everything(run.seed + rank + 1000 * epoch)
         run.sampler.set_epoch(epoch)
@@ -230,7 +237,7 @@ def fit(run: Run) -> dict[str, float]:
         record: dict[str, Any] = {"epoch": epoch, "lr": train_stats.pop("lr"),
                                   **{f"train_{k}": v for k, v in train_stats.items()}}
         last_epoch = epoch + 1 == run.epochs
-        if last_epoch or (run.eval_freq and (epoch + 1) % run.eval_freq == 0):
+        if run.evaluator.due(epoch + 1, run.epochs):
             final_metrics = evaluate_and_log(run, record)
             record.update(final_metrics)
         if rank == 0:

@@ -1,0 +1,179 @@
+"""Text-side evaluations of the text tower: word similarity, Lee document similarity and sentence similarity
+(STS-B, SentEval STS12-16 / STSBenchmark / SICK-R), all as correlations between cosine similarity and human
+scores (README "Evaluations").
+
+Readers take the files in their published formats and return (first texts, second texts, gold scores);
+`correlations` scores an `encode(texts) -> unit vectors` function on them.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+from dataset.errors import DataError
+from dataset.zeroshot import openai_templates
+
+Encode = Callable[[list[str]], torch.Tensor]
+Pairs = tuple[list[str], list[str], list[float]]
+
+GENSIM_WORD_SETS = {"ws353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
+ITRA_WORD_SETS = {"rg65": "rg65.csv", "simlex999": "simlex999.csv", "ws353": "wordsim353.csv"}
+SENTEVAL_YEARS = {
+    "sts12": ("STS12-en-test", ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews")),
+    "sts13": ("STS13-en-test", ("FNWN", "headlines", "OnWN")),
+    "sts14": ("STS14-en-test", ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news")),
+    "sts15": ("STS15-en-test", ("answers-forums", "answers-students", "belief", "headlines", "images")),
+    "sts16": ("STS16-en-test", ("answer-answer", "headlines", "plagiarism", "postediting", "question-question")),
+}
+
+
+def gensim_test_file(name: str) -> Path | None:
+    """A file of the installed gensim package's test data (`gensim/test/test_data/`), or None without gensim."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "test" / "test_data" / name
+    return path if path.is_file() else None
+
+
+def read_word_pairs(path: Path) -> Pairs:
+    """Word pairs and human scores: gensim's tab-separated files (`#` comments) or ITRA's `word1;word2;score`."""
+    first, second, scores = [], [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t") if "\t" in line else line.split(";")
+        try:
+            first.append(fields[0].strip())
+            second.append(fields[1].strip())
+            scores.append(float(fields[2]))
+        except (IndexError, ValueError):
+            raise DataError(f"{path}:{number}: expected 'word1<TAB or ;>word2<TAB or ;>score', got {line!r}") from None
+    return first, second, scores
+
+
+def expand_with_templates(pairs: Pairs, templates: Sequence[str]) -> Pairs:
+    """Each word pair becomes one item per prompt template (both words in the same template, same score)."""
+    first, second, scores = pairs
+    return ([t.format(w) for w in first for t in templates], [t.format(w) for w in second for t in templates],
+            [s for s in scores for _ in templates])
+
+
+def word_sim_templates(name: str) -> list[str]:
+    """`imagenet`: the 80 CLIP ImageNet prompts (ITRA's default); `none`: the bare word."""
+    return openai_templates() if name == "imagenet" else ["{}"]
+
+
+def read_lee(corpus: Path, similarities: Path) -> tuple[list[str], np.ndarray]:
+    """The 50 Lee news documents and the 50×50 human similarity matrix (gensim's `lee.cor`,
+    `similarities0-1.txt`)."""
+    documents = [line.strip() for line in corpus.read_text(encoding="latin-1").splitlines() if line.strip()]
+    matrix = np.loadtxt(similarities)
+    if matrix.shape != (len(documents), len(documents)):
+        raise DataError(f"{similarities}: a {matrix.shape} matrix for {len(documents)} documents in {corpus}")
+    return documents, matrix
+
+
+def lee_correlations(encode: Encode, documents: list[str], matrix: np.ndarray) -> dict[str, float]:
+    """Pearson r and Spearman ρ (×100) between document cosines and the human scores of the 1,225 pairs
+    above the diagonal."""
+    features = encode(documents).float().cpu()
+    cosine = (features @ features.T).numpy()
+    upper = np.triu_indices(len(documents), k=1)
+    return {"lee_pearson": 100.0 * pearsonr(cosine[upper], matrix[upper])[0],
+            "lee_spearman": 100.0 * spearmanr(cosine[upper], matrix[upper])[0]}
+
+
+def pair_spearman(encode: Encode, pairs: Pairs) -> float:
+    """Spearman ρ (×100) between cos(e1, e2) and the gold scores; texts are encoded once each."""
+    first, second, scores = pairs
+    vocabulary = list(dict.fromkeys(first + second))
+    features = encode(vocabulary).float().cpu()
+    row = {text: i for i, text in enumerate(vocabulary)}
+    a = features[[row[t] for t in first]]
+    b = features[[row[t] for t in second]]
+    return 100.0 * float(spearmanr((a * b).sum(dim=1).numpy(), scores)[0])
+
+
+def read_sts_benchmark(path: Path) -> dict[str, Pairs]:
+    """sentence-transformers' `stsbenchmark.tsv.gz` (header `split genre dataset year sid score sentence1
+    sentence2`) as {split: pairs} for dev and test."""
+    splits: dict[str, Pairs] = {}
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = {"split", "score", "sentence1", "sentence2"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{path}: no column(s) {', '.join(sorted(missing))} in the header")
+        for row in reader:
+            first, second, scores = splits.setdefault(row["split"], ([], [], []))
+            first.append(row["sentence1"])
+            second.append(row["sentence2"])
+            scores.append(float(row["score"]))
+    return splits
+
+
+def _sentence(text: str) -> str:
+    """SentEval's convention: an empty sentence becomes '.'."""
+    return text.strip() or "."
+
+
+def read_senteval_year(folder: Path, names: Sequence[str]) -> Pairs:
+    """All sub-datasets of one SentEval STS year concatenated (`STS.input.<name>.txt` with two tab-separated
+    sentences, `STS.gs.<name>.txt` with the gold score; lines without a gold score dropped)."""
+    first, second, scores = [], [], []
+    for name in names:
+        inputs = (folder / f"STS.input.{name}.txt").read_text(encoding="utf-8").splitlines()
+        gold = (folder / f"STS.gs.{name}.txt").read_text(encoding="utf-8").splitlines()
+        if len(inputs) != len(gold):
+            raise DataError(f"{folder}: {len(inputs)} sentence pairs but {len(gold)} scores for {name}")
+        for line, score in zip(inputs, gold):
+            if score.strip():
+                a, b = line.split("\t")[:2]
+                first.append(_sentence(a))
+                second.append(_sentence(b))
+                scores.append(float(score))
+    return first, second, scores
+
+
+def read_senteval_sts_b(path: Path) -> Pairs:
+    """SentEval's `STSBenchmark/sts-test.csv`: tab-separated genre, file, year, id, score, sentence1, sentence2."""
+    first, second, scores = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 7:
+            first.append(_sentence(fields[5]))
+            second.append(_sentence(fields[6]))
+            scores.append(float(fields[4]))
+    return first, second, scores
+
+
+def read_sick(path: Path) -> Pairs:
+    """SICK's `SICK_test_annotated.txt`: header `pair_ID sentence_A sentence_B relatedness_score ...`."""
+    with open(path, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return ([_sentence(r["sentence_A"]) for r in rows], [_sentence(r["sentence_B"]) for r in rows],
+            [float(r["relatedness_score"]) for r in rows])
+
+
+def senteval_correlations(encode: Encode, root: Path) -> dict[str, float]:
+    """Spearman ρ (×100, cosine, no trained regressor) on each SentEval STS set found under `root`
+    (SimCSE's `SentEval/data/downstream`), and their mean when all seven are there."""
+    results = {}
+    for key, (folder, names) in SENTEVAL_YEARS.items():
+        if (root / "STS" / folder).is_dir():
+            results[f"senteval_{key}"] = pair_spearman(encode, read_senteval_year(root / "STS" / folder, names))
+    if (sts_b := root / "STS" / "STSBenchmark" / "sts-test.csv").is_file():
+        results["senteval_stsb"] = pair_spearman(encode, read_senteval_sts_b(sts_b))
+    if (sick := root / "SICK" / "SICK_test_annotated.txt").is_file():
+        results["senteval_sickr"] = pair_spearman(encode, read_sick(sick))
+    if len(results) == 7:
+        results["senteval_avg"] = sum(results.values()) / 7
+    return results
