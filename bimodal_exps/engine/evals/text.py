@@ -87,8 +87,8 @@ def lee_correlations(encode: Encode, documents: list[str], matrix: np.ndarray) -
     features = encode(documents).float().cpu()
     cosine = (features @ features.T).numpy()
     upper = np.triu_indices(len(documents), k=1)
-    return {"lee_pearson": 100.0 * pearsonr(cosine[upper], matrix[upper])[0],
-            "lee_spearman": 100.0 * spearmanr(cosine[upper], matrix[upper])[0]}
+    return {"lee_pearson": 100.0 * float(pearsonr(cosine[upper], matrix[upper])[0]),
+            "lee_spearman": 100.0 * float(spearmanr(cosine[upper], matrix[upper])[0])}
 
 
 def pair_spearman(encode: Encode, pairs: Pairs) -> float:
