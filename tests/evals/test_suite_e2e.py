@@ -52,11 +52,13 @@ def test_evaluate_full_suite_writes_every_family_everywhere(shapes, trained, tmp
     for split in ("train", "val"):  # the unimodal demo folders' layout (train/ + val/)
         (linear / split).symlink_to(shapes / "datasets" / "imagenet" / "val")
     assert run(shapes, tmp_path / "eval", f"--evaluate --checkpoint {trained}/checkpoint_2.pth --eval_suite full "
-                                          f"--word_sim_templates none --linear_datasets folders:{linear} --knn_k 1") == 0
+                                          f"--word_sim_templates none --knn_k 1 --linear_datasets "
+                                          f"folders:{linear},demo:{shapes}/datasets/demo_linear") == 0
     console = capsys.readouterr().out
     assert "--elevater_root (not given) not found: skipping ELEVATER" in console
     metrics = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["metrics"]
-    expected = ("r_mean", "zeroshot_top1", *IMAGE_KEYS, "knn_folders_top1", "linear_folders_top1",
+    expected = ("r_mean", "zeroshot_top1", *IMAGE_KEYS, "knn_folders_top1", "linear_folders_top1", "knn_demo_top1",
+                "cluster_demo_ami",
                 "wordsim_ws353", "wordsim_simlex999", "lee_pearson", "lee_spearman")
     assert all(key in metrics for key in expected), sorted(metrics)
     assert metrics["knn_folders_top1"] == 100.0  # train = test, k = 1: each image is its own neighbour
