@@ -34,6 +34,7 @@ from engine.logger import append_jsonl, format_results_table, write_eval_logs, w
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
+from engine.tracking import Tracker  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
 from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
@@ -183,16 +184,18 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
                           args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    tracker = Tracker(args.report_to, output_dir, _plain_args(args), env.is_main)
     stop_signal = StopSignal().install()
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
                              log_every=args.log_every,
                              show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested,
-                             max_consecutive_skips=args.max_skipped_steps)
+                             max_consecutive_skips=args.max_skipped_steps,
+                             on_log=tracker.train_scalars if args.report_to and env.is_main else None)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
               args=_plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
               save_every_steps=args.save_every_steps,
-              keep_checkpoints=args.keep_checkpoints)
+              keep_checkpoints=args.keep_checkpoints, tracker=tracker)
     try:
         if args.resume:
             resume(run, args.resume)
@@ -202,6 +205,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
         return fit(run)
     finally:
         stop_signal.uninstall()
+        tracker.close()
 
 
 def _plain_args(args) -> dict:

@@ -5,6 +5,7 @@ import argparse
 
 from cli.flags import add_bool_flag, add_flag
 from engine.evals.schedule import FAMILIES, FREQUENCY_FLAGS, SUITES, parse_eval_suite
+from engine.tracking import parse_report_to
 
 def _suite(text: str) -> tuple[str, ...]:
     try:
@@ -22,6 +23,13 @@ def _named_dirs(text: str) -> list[tuple[str, str]]:
             raise argparse.ArgumentTypeError(f"expected name:dir, got {item!r}")
         pairs.append((name, folder))
     return pairs
+
+
+def _report_to(text: str) -> tuple[str, ...]:
+    try:
+        return parse_report_to(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _frequency(text: str) -> int:
@@ -54,5 +62,8 @@ def add_eval_suite_flags(parser: argparse.ArgumentParser) -> None:
              help="word similarity: one item per pair and ImageNet prompt (80 per pair, ITRA), or the bare words")
     add_flag(group, "--senteval_dir", default=None,
              help="SentEval's data/downstream folder (STS/, SICK/; default <eval_data_dir>/SentEval/data/downstream)")
+    add_flag(group, "--report_to", type=_report_to, default=(), metavar="BACKENDS",
+             help="comma list of tensorboard (<output_dir>/tensorboard/) and wandb: train scalars every --log_every "
+                  "steps, eval scalars per epoch, the args as text (rank 0)")
     add_flag(group, "--elevater_root", default=None,
              help="ELEVATER datasets as <root>/<dataset>/test/ class folders with classnames.txt and templates.txt")

@@ -28,6 +28,7 @@ from engine.evaluation import EvalSuite
 from engine.logger import append_jsonl, format_results_table, write_eval_logs, write_eval_results
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
+from engine.tracking import Tracker
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
 
 
@@ -68,6 +69,7 @@ class Run:
     save_freq: int = 1
     save_every_steps: int = 0           # also write checkpoint_last.pth every N steps inside epochs (0: off)
     keep_checkpoints: int = 0           # keep only the N newest checkpoint_<epoch>.pth (0: all)
+    tracker: Tracker | None = None      # --report_to: eval scalars per epoch (train scalars via StepConfig.on_log)
     start_epoch: int = 0
     start: EpochStart = EpochStart()    # where start_epoch begins (a mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -201,6 +203,8 @@ def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]
     epochs_done = epoch_record["epoch"] + 1
     retrieval, zeroshot, extra = run.evaluator.run(run.model, epochs_done, run.epochs)
     metrics = {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot, **extra}
+    if run.tracker is not None:
+        run.tracker.scalars("eval", metrics, epochs_done)
     if world()[0] == 0:
         write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"], run.evaluator.zeroshot_name)
         write_eval_results(run.output_dir / "eval_results.json", metrics, epoch=epochs_done)
@@ -247,6 +251,8 @@ def fit(run: Run) -> dict[str, float]:
                                                   if isinstance(v, float) and k.startswith(("train_loss", "val_r_mean",
                                                                                            "zeroshot_top1"))))
         run.history.append(record)
+        if run.tracker is not None:
+            run.tracker.flush()
         barrier()
     if rank == 0 and final_metrics:
         print(format_results_table({k.removeprefix("val_"): v for k, v in final_metrics.items()}))
