@@ -76,3 +76,17 @@ def test_absent_data_is_skipped_with_one_line_and_no_data_at_all_is_an_error(sha
     assert run(shapes, tmp_path / "b", f"{checkpoint} --eval_suite retrieval --coco_image_root {tmp_path}/none") == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error == ["error: --evaluate: no evaluation data found for --eval_suite retrieval (see the lines above)"]
+
+
+def test_elevater_runner_scores_each_dataset_with_its_metric(shapes, trained, tmp_path):
+    root = tmp_path / "elevater"
+    for name in ("cifar-10", "oxford-iiit-pets"):
+        (root / name).mkdir(parents=True)
+        (root / name / "test").symlink_to(shapes / "datasets" / "imagenet" / "val")  # class folders + names/templates
+    assert run(shapes, tmp_path / "eval", f"--evaluate --checkpoint {trained}/checkpoint_2.pth --eval_suite elevater "
+                                          f"--elevater_root {root}") == 0
+    metrics = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["metrics"]
+    assert sorted(metrics) == ["elevater_cifar-10_accuracy", "elevater_oxford-iiit-pets_mean_per_class",
+                               "elevater_zeroshot_mean"]
+    # balanced classes: mean-per-class accuracy equals accuracy on the same images
+    assert metrics["elevater_cifar-10_accuracy"] == pytest.approx(metrics["elevater_oxford-iiit-pets_mean_per_class"])
