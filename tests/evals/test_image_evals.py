@@ -34,6 +34,9 @@ def test_probes_reach_100_percent_on_separable_data_and_chance_without_signal():
     assert linear_probe_sklearn(train, train_labels, test, test_labels, C=1.0)["top1"] == 100.0
     searched = linear_probe_sklearn(train, train_labels, test, test_labels, C=None)
     assert searched["top1"] == 100.0 and searched["C"] > 0
+    few, few_labels = blobs(per_class=2, classes=6, seed=2)  # too few images for a stratified 80/20 split
+    few_test, few_test_labels = blobs(per_class=2, classes=6, seed=3)
+    assert linear_probe_sklearn(few, few_labels, few_test, few_test_labels, C=None)["top1"] == 100.0
     noise = torch.randn(60, 8, generator=torch.Generator().manual_seed(3))
     shuffled = torch.randint(0, 3, (60,), generator=torch.Generator().manual_seed(4))
     assert linear_probe_pytorch(noise, shuffled, test, test_labels)["top1"] < 70.0

@@ -8,6 +8,7 @@ features were computed; `backbone_features` computes them over this rank's shard
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -92,17 +93,23 @@ def linear_probe_sklearn(train: torch.Tensor, train_labels: torch.Tensor, test: 
                          test_labels: torch.Tensor, C: float | None = None, seed: int = 0) -> dict[str, float]:
     """Logistic regression (scikit-learn) on raw features; without `C`, C is chosen from `SKLEARN_C_GRID` on a
     seeded stratified 80/20 split of train (not on test), then refit on all of train. Returns top-1 (%) and C."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
+    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
     x_train, y_train, x_test, y_test = (t.numpy() for t in (train.float(), train_labels, test.float(), test_labels))
     if C is None:
         counts = np.bincount(y_train)
-        stratify = y_train if counts[counts > 0].min() >= 2 else None
+        present = counts[counts > 0]
+        # stratify when every class can appear on both sides, else a plain seeded split (tiny sets)
+        stratify = y_train if present.min() >= 2 and int(0.2 * len(y_train)) >= len(present) else None
         x_fit, x_val, y_fit, y_val = train_test_split(x_train, y_train, test_size=0.2, random_state=seed,
                                                       stratify=stratify)
-        scores = [LogisticRegression(C=c, max_iter=50, random_state=0).fit(x_fit, y_fit).score(x_val, y_val)
-                  for c in SKLEARN_C_GRID]
+        with warnings.catch_warnings():  # 50 iterations per candidate are deliberate (a coarse search)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            scores = [LogisticRegression(C=c, max_iter=50, random_state=0).fit(x_fit, y_fit).score(x_val, y_val)
+                      for c in SKLEARN_C_GRID]
         C = SKLEARN_C_GRID[int(np.argmax(scores))]
     classifier = LogisticRegression(C=C, max_iter=1000, random_state=0).fit(x_train, y_train)
     return {"top1": 100.0 * classifier.score(x_test, y_test), "C": float(C)}
