@@ -97,21 +97,22 @@ def linear_probe_sklearn(train: torch.Tensor, train_labels: torch.Tensor, test: 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
     x_train, y_train, x_test, y_test = (t.numpy() for t in (train.float(), train_labels, test.float(), test_labels))
-    if C is None:
-        counts = np.bincount(y_train)
-        present = counts[counts > 0]
-        # stratify when every class can appear on both sides, else a plain seeded split (tiny sets)
-        stratify = y_train if present.min() >= 2 and int(0.2 * len(y_train)) >= len(present) else None
-        x_fit, x_val, y_fit, y_val = train_test_split(x_train, y_train, test_size=0.2, random_state=seed,
-                                                      stratify=stratify)
-        with warnings.catch_warnings():  # 50 iterations per candidate are deliberate (a coarse search)
-            warnings.simplefilter("ignore", ConvergenceWarning)
+    with warnings.catch_warnings():  # small probe sets have many classes per sample: not a regression problem
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        if C is None:
+            counts = np.bincount(y_train)
+            present = counts[counts > 0]
+            # stratify when every class can appear on both sides, else a plain seeded split (tiny sets)
+            stratify = y_train if present.min() >= 2 and int(0.2 * len(y_train)) >= len(present) else None
+            x_fit, x_val, y_fit, y_val = train_test_split(x_train, y_train, test_size=0.2, random_state=seed,
+                                                          stratify=stratify)
+            warnings.simplefilter("ignore", ConvergenceWarning)  # 50 iterations per candidate: a coarse search
             scores = [LogisticRegression(C=c, max_iter=50, random_state=0).fit(x_fit, y_fit).score(x_val, y_val)
                       for c in SKLEARN_C_GRID]
-        C = SKLEARN_C_GRID[int(np.argmax(scores))]
-    classifier = LogisticRegression(C=C, max_iter=1000, random_state=0).fit(x_train, y_train)
+            C = SKLEARN_C_GRID[int(np.argmax(scores))]
+            warnings.simplefilter("default", ConvergenceWarning)
+        classifier = LogisticRegression(C=C, max_iter=1000, random_state=0).fit(x_train, y_train)
     return {"top1": 100.0 * classifier.score(x_test, y_test), "C": float(C)}
 
 
