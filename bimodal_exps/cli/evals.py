@@ -62,6 +62,12 @@ def add_eval_suite_flags(parser: argparse.ArgumentParser) -> None:
              help="word similarity: one item per pair and ImageNet prompt (80 per pair, ITRA), or the bare words")
     add_flag(group, "--senteval_dir", default=None,
              help="SentEval's data/downstream folder (STS/, SICK/; default <eval_data_dir>/SentEval/data/downstream)")
+    add_flag(group, "--msmarco_dir", default=None,
+             help="MS MARCO dev: collection.tsv, queries.dev.small.tsv, qrels.dev.tsv (default <eval_data_dir>/msmarco)")
+    add_flag(group, "--msmarco_corpus_max", type=int, default=None,
+             help="corpus = the relevant passages plus the first N others (default: all 8.8 M passages)")
+    add_flag(group, "--wiki_sections_dir", default=None,
+             help="Wiki Sections triplets: test.csv (default <eval_data_dir>/wiki_sections)")
     add_flag(group, "--report_to", type=_report_to, default=(), metavar="BACKENDS",
              help="comma list of tensorboard (<output_dir>/tensorboard/) and wandb: train scalars every --log_every "
                   "steps, eval scalars per epoch, the args as text (rank 0)")

@@ -142,3 +142,21 @@ def test_caption_proxies_find_the_same_images_captions():
     assert results["caption_ir_mrr10"] == 100.0 and results["caption_ir_recall10"] == 100.0
     assert results["caption_ir_map100"] == 100.0  # own captions are the nearest ones
     assert results["caption_triplet_acc"] == 100.0
+
+
+def test_msmarco_reader_corpus_cap_and_metrics(tmp_path):
+    (tmp_path / "collection.tsv").write_text("0\tp 0.0\n1\tp 2.0\n2\tp 1.0\n3\tp 3.0\n4\tp 0.5\n")
+    (tmp_path / "queries.dev.small.tsv").write_text("10\tq 0.9\n11\tq 2.9\n12\tq 9.0\n")  # query 12: no qrels
+    (tmp_path / "qrels.dev.tsv").write_text("10\t0\t2\t1\n11\t0\t3\t1\n")
+    queries, corpus, relevant = text.read_msmarco(tmp_path)
+    assert queries == ["q 0.9", "q 2.9"] and corpus[2] == "p 1.0" and relevant == [{2}, {3}]
+    queries, corpus, relevant = text.read_msmarco(tmp_path, corpus_max=1)  # relevant 2, 3 plus the first other
+    assert corpus == ["p 0.0", "p 1.0", "p 3.0"] and relevant == [{1}, {2}]
+    metrics = text.msmarco_metrics(angle_encoder, queries, corpus, relevant)
+    assert metrics["msmarco_mrr10"] == metrics["msmarco_acc1"] == metrics["msmarco_recall10"] == 100.0
+
+
+def test_wiki_sections_triplets(tmp_path):
+    path = tmp_path / "test.csv"
+    path.write_text('Sentence1,Sentence2,Sentence3\n"a, 0.0",b 0.1,c 1.0\na 0.0,b 0.9,c 0.2\n')
+    assert text.wiki_sections_accuracy(angle_encoder, path) == {"wiki_sections_acc": 50.0}

@@ -55,9 +55,14 @@ def text_sources(args: argparse.Namespace, notes: list[str], retrieval_set=None)
     senteval = Path(args.senteval_dir) if args.senteval_dir else root / "SentEval" / "data" / "downstream"
     captions = ([[retrieval_set.text[j] for j in group] for group in retrieval_set.img2txt]
                 if retrieval_set is not None else None)
+    msmarco = Path(args.msmarco_dir) if args.msmarco_dir else root / "msmarco"
+    wiki = (Path(args.wiki_sections_dir) if args.wiki_sections_dir else root / "wiki_sections") / "test.csv"
     sources = TextSources(word_sets, lee if all(lee) else None, sts_b if sts_b.is_file() else None,
-                          senteval if senteval.is_dir() else None, captions)
-    if not (sources.word_sets or sources.lee or sources.sts_b or sources.senteval or sources.captions):
+                          senteval if senteval.is_dir() else None, captions,
+                          msmarco if (msmarco / "qrels.dev.tsv").is_file() else None, args.msmarco_corpus_max,
+                          wiki if wiki.is_file() else None)
+    if not (sources.word_sets or sources.lee or sources.sts_b or sources.senteval or sources.captions
+            or sources.msmarco or sources.wiki_sections):
         return None
     return sources
 

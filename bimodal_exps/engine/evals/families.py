@@ -103,6 +103,9 @@ class TextSources:
     sts_b: Path | None = None
     senteval: Path | None = None
     captions: list[list[str]] | None = None  # per image, of a COCO-style set (caption IR and triplet proxies)
+    msmarco: Path | None = None
+    msmarco_corpus_max: int | None = None
+    wiki_sections: Path | None = None
 
 
 class TextFamily:
@@ -117,7 +120,7 @@ class TextFamily:
 
     def run(self, model: torch.nn.Module) -> dict[str, float]:
         """`wordsim_<set>`, `lee_pearson`/`lee_spearman`, `sts_b_dev`/`sts_b_test`, `senteval_*` (×100),
-        `caption_ir_*` and `caption_triplet_acc` (%)."""
+        `caption_ir_*`, `caption_triplet_acc`, `msmarco_*`, `wiki_sections_acc` (%)."""
         model.eval()
 
         def encode(texts: list[str]) -> torch.Tensor:
@@ -135,6 +138,11 @@ class TextFamily:
             results.update(text.senteval_correlations(encode, self.sources.senteval))
         if self.sources.captions:
             results.update(text.caption_proxies(encode, self.sources.captions))
+        if self.sources.msmarco:
+            results.update(text.msmarco_metrics(encode, *text.read_msmarco(self.sources.msmarco,
+                                                                           self.sources.msmarco_corpus_max)))
+        if self.sources.wiki_sections:
+            results.update(text.wiki_sections_accuracy(encode, self.sources.wiki_sections))
         return results
 
 

@@ -223,3 +223,50 @@ def caption_proxies(encode: Encode, captions: Sequence[Sequence[str]], seed: int
     correct = (queries * positives).sum(1) > (queries * queries[others]).sum(1)
     results["caption_triplet_acc"] = 100.0 * float(correct.float().mean())
     return results
+
+
+def read_msmarco(root: Path, corpus_max: int | None = None) -> tuple[list[str], list[str], list[set[int]]]:
+    """MS MARCO dev (`collection.tsv` pid⇥passage, `queries.dev.small.tsv` qid⇥query, `qrels.dev.tsv`
+    qid⇥0⇥pid⇥1) as (queries with a relevant passage, corpus, relevant corpus rows per query); with
+    `corpus_max` the corpus is every relevant passage plus the first `corpus_max` others in file order."""
+    qrels: dict[str, set[str]] = {}
+    for line in (root / "qrels.dev.tsv").read_text(encoding="utf-8").splitlines():
+        qid, _, pid, *_ = line.split("\t")
+        qrels.setdefault(qid, set()).add(pid)
+    lines = (root / "queries.dev.small.tsv").read_text(encoding="utf-8").splitlines()
+    queries = [(qid, query) for qid, query in (line.split("\t", 1) for line in lines) if qid in qrels]
+    wanted = set().union(*(qrels[qid] for qid, _ in queries)) if queries else set()
+    pids, passages, others = [], [], 0
+    with open(root / "collection.tsv", encoding="utf-8") as handle:
+        for line in handle:
+            pid, passage = line.rstrip("\n").split("\t", 1)
+            if pid in wanted or corpus_max is None or others < corpus_max:
+                others += pid not in wanted
+                pids.append(pid)
+                passages.append(passage)
+    row = {pid: i for i, pid in enumerate(pids)}
+    return ([query for _, query in queries], passages,
+            [{row[pid] for pid in qrels[qid] if pid in row} for qid, _ in queries])
+
+
+def msmarco_metrics(encode: Encode, queries: list[str], corpus: list[str],
+                    relevant: list[set[int]]) -> dict[str, float]:
+    """`msmarco_mrr10` (primary), `_ndcg10`, `_map100`, `_recall10/100` and `_acc1/3/5/10` (a relevant passage in
+    the top k) by cosine."""
+    scores = encode(queries) @ encode(corpus).T
+    results = ir_metrics(scores, relevant, "msmarco")
+    top = scores.topk(min(10, scores.shape[1]), dim=1).indices.tolist()
+    for k in (1, 3, 5, 10):
+        results[f"msmarco_acc{k}"] = 100.0 * sum(bool(set(t[:k]) & gold) for t, gold in zip(top, relevant)) / len(top)
+    return results
+
+
+def wiki_sections_accuracy(encode: Encode, path: Path) -> dict[str, float]:
+    """Wiki Sections triplets (`test.csv` with `Sentence1` anchor, `Sentence2` positive, `Sentence3` negative):
+    share (%) with the positive closer to the anchor by cosine → `wiki_sections_acc`."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    anchor, positive, negative = (encode([r[column] for r in rows])
+                                  for column in ("Sentence1", "Sentence2", "Sentence3"))
+    correct = (anchor * positive).sum(1) > (anchor * negative).sum(1)
+    return {"wiki_sections_acc": 100.0 * float(correct.float().mean())}
