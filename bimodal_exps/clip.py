@@ -34,16 +34,18 @@ from engine.checkpoint import (CheckpointError, NonFiniteModel, load_checkpoint,
 from engine.distributed import (DistEnv, DistributedSetupError, abort_process, barrier,  # noqa: E402
                                 broadcast_from_main, init_distributed, local_device, shutdown_distributed,
                                 silence_non_main, wrap_ddp)
+from engine.evals.build import build_families, schedule_from_args  # noqa: E402
 from engine.evaluation import EvalSuite  # noqa: E402
-from engine.logger import format_results_table, write_eval_logs  # noqa: E402
+from engine.logger import append_jsonl, format_results_table, write_eval_logs, write_eval_results  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.runlock import RunLock, RunLockError  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.teacher_cache import cache_teacher_embeddings  # noqa: E402
+from engine.tracking import Tracker  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
-from engine.runtime import (available_memory, plain_args, resolve_device, seed_everything, write_args,  # noqa: E402
-                            write_json)
+from engine.runtime import (available_memory, plain_args, resolve_device, seed_everything,  # noqa: E402
+                            write_args)
 from engine.trainer import Run, fit, resume  # noqa: E402
 from models.config import ModelBuildError, ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
@@ -121,19 +123,35 @@ def resolve_amp(args, device: torch.device) -> torch.dtype | None:
 
 
 def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
-    """Retrieval on the COCO-style JSON and zero-shot on `--zs_dataset`; absent zero-shot data is skipped."""
-    retrieval_set = RetrievalDataset(args.val_coco_file, args.coco_image_root,
-                                     build_retrieval_transform(args.image_res), max_words=args.max_words)
+    """The `--eval_suite` families on their schedule; a family whose data is absent is skipped with one line."""
+    notes = []
+    retrieval_set = None
+    if "retrieval" in args.eval_suite:
+        if os.path.isfile(args.val_coco_file) and os.path.isdir(args.coco_image_root):
+            retrieval_set = RetrievalDataset(args.val_coco_file, args.coco_image_root,
+                                             build_retrieval_transform(args.image_res), max_words=args.max_words)
+        else:
+            missing = args.val_coco_file if not os.path.isfile(args.val_coco_file) else args.coco_image_root
+            notes.append(f"{missing} not found: skipping retrieval evaluation")
     zeroshot = None
-    if args.zs_dataset != "none":
+    if args.zs_dataset != "none" and {"zeroshot", "linear"} & set(args.eval_suite):
         missing = missing_zeroshot_data(args.zs_dataset, args.zs_datafolder)
         if missing:
-            print(f"{missing}: skipping zero-shot evaluation")
+            notes.append(f"{missing}: skipping zero-shot evaluation")
         else:
             transform = build_zeroshot_transform(args.image_res, args.zs_norm, args.zs_dataset)
             zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform, args.legacy_classnames)
-    return EvalSuite(tokenizer, device, retrieval_set, zeroshot, batch_size=args.batch_size_test,
-                     zs_batch_size=args.zs_batch_size, workers=args.val_workers)
+    families, family_notes = build_families(args, tokenizer, device, zeroshot, retrieval_set)
+    for note in notes + family_notes:
+        print(note)  # other ranks' stdout is silenced
+    if "zeroshot" not in args.eval_suite:
+        zeroshot = None
+    if args.evaluate and retrieval_set is None and zeroshot is None and not families:
+        raise UsageError("--evaluate: no evaluation data found for --eval_suite "
+                         f"{','.join(args.eval_suite)} (see the lines above)")
+    return EvalSuite(tokenizer, device, retrieval_set, zeroshot,
+                     batch_size=args.batch_size_test, zs_batch_size=args.zs_batch_size, workers=args.val_workers,
+                     extra=families, schedule=schedule_from_args(args))
 
 
 def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -> dict[str, float]:
@@ -146,13 +164,14 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     load_state_strict(model, checkpoint["model"], "model", args.checkpoint)
     refuse_non_finite({"model": model}, args.checkpoint)
     evaluator = build_evaluator(args, create_tokenizer(model_config), device)
-    retrieval, zeroshot = evaluator.run(model)
-    results = {**retrieval, **zeroshot}
+    retrieval, zeroshot, extra = evaluator.run(model)
+    results = {**retrieval, **zeroshot, **extra}
     if is_main:
         write_eval_logs(output_dir, retrieval, zeroshot, checkpoint.get("epoch", 0), evaluator.zeroshot_name)
-        write_json(output_dir / "eval_results.json",
-                   {"checkpoint": str(args.checkpoint), "epoch": checkpoint.get("epoch"), "units": "percent",
-                    "metrics": results})
+        append_jsonl(output_dir / "log.txt", {"epoch": checkpoint.get("epoch"), "evaluate": str(args.checkpoint),
+                                              **results})
+        write_eval_results(output_dir / "eval_results.json", results, checkpoint=str(args.checkpoint),
+                           epoch=checkpoint.get("epoch"))
         print(format_results_table(results))
     return results
 
@@ -251,16 +270,18 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
                               args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    tracker = Tracker(args.report_to, output_dir, plain_args(args), env.is_main)
     stop_signal = StopSignal().install()
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
                              log_every=args.log_every,
                              show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested,
-                             max_consecutive_skips=args.max_skipped_steps)
+                             max_consecutive_skips=args.max_skipped_steps,
+                             on_log=tracker.train_scalars if args.report_to and env.is_main else None)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
               args=plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
-              eval_freq=args.eval_freq, save_every_steps=args.save_every_steps,
-              keep_checkpoints=args.keep_checkpoints)
+              save_every_steps=args.save_every_steps,
+              keep_checkpoints=args.keep_checkpoints, tracker=tracker)
     try:
         if args.resume:
             resume(run, args.resume)
@@ -270,6 +291,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
         return fit(run)
     finally:
         stop_signal.uninstall()
+        tracker.close()
 
 
 def claim_output_dir(args, output_dir: Path, env: DistEnv) -> RunLock | None:
@@ -326,7 +348,6 @@ def write_teacher_cache(args, model, tokenizer, device: torch.device, env, num_s
               f"to {args.cache_teacher}")
     barrier()
     return {}
-
 
 
 def main(argv: list[str] | None = None) -> int:

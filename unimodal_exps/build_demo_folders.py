@@ -14,8 +14,7 @@ sys.path[:0] = [str(_HERE), str(_HERE.parent / "bimodal_exps")]
 
 from cli.flags import add_flag  # noqa: E402
 from dataset.errors import DataError  # noqa: E402
-from unimodal.demo_folders import DemoSettings, build, resolve_source  # noqa: E402
-from unimodal.options import UsageError  # noqa: E402
+from dataset.demo.folders import DemoSettings, build, resolve_source  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.image_size)
     try:
         counts, skipped = build(args.out, settings)
-    except (UsageError, DataError) as error:
+    except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     state = "already built (same settings)" if skipped else "wrote"

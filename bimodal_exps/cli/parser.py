@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cli.compose import add_composition_flags, bool_or_steps
+from cli.evals import add_eval_suite_flags
 from cli.flags import OneLineParser, add_bool_flag, add_flag, str2bool
 from cli.itra import LOSS_FLAG_ALIASES, add_itra_loss_flags
 from cli.ranges import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Range
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optim_flags(parser)
     _add_run_flags(parser)
     _add_evaluation_flags(parser)
+    add_eval_suite_flags(parser)
     _add_compatibility_flags(parser)
     return parser
 

@@ -6,7 +6,7 @@ so a distributed evaluation gives exactly the single-process metrics. Evaluation
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dataset.zeroshot import ZeroShotBenchmark
 from engine.checkpoint import NonFiniteModel
 from engine.distributed import gather_shards, shard_range
+from engine.evals.schedule import EvalSchedule
 from engine.metrics import retrieval_metrics, topk_correct
 from models.gcl.collectives import all_reduce_sum
 
@@ -36,6 +37,15 @@ def encode_texts(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[s
     chunks = [model.encode_text(_to_device(tokenizer(list(texts[i:i + batch_size])), device)).float()
               for i in range(0, len(texts), batch_size)]
     return torch.cat(chunks) if chunks else torch.empty((0, _embed_dim(model)), device=device)
+
+
+@torch.no_grad()
+def encode_texts_split(model: torch.nn.Module, tokenizer: Tokenizer, texts: Sequence[str], device: torch.device,
+                       batch_size: int = 256) -> torch.Tensor:
+    """`encode_texts` of all `texts`, each rank encoding its shard of whole batches (same rows on every rank)."""
+    own = shard_range(len(texts), batch_size)
+    return gather_shards(encode_texts(model, tokenizer, texts[own.start:own.stop], device, batch_size), len(texts),
+                         batch_size)
 
 
 @torch.no_grad()
@@ -74,9 +84,7 @@ def evaluate_retrieval(model: torch.nn.Module, tokenizer: Tokenizer, dataset, de
                        batch_size: int = 128, workers: int = 2, text_batch_size: int = 256) -> dict[str, float]:
     """Recall@{1,5,10} both ways on a COCO-style dataset (`text`, `img2txt`, items `(image, index)`)."""
     model.eval()
-    texts = shard_range(len(dataset.text), text_batch_size)
-    text_features = gather_shards(encode_texts(model, tokenizer, dataset.text[texts.start:texts.stop], device,
-                                               text_batch_size), len(dataset.text), text_batch_size)
+    text_features = encode_texts_split(model, tokenizer, dataset.text, device, text_batch_size)
     image_features, _ = encode_images(model, dataset, device, batch_size, workers)
     image_features = gather_shards(image_features, len(dataset), batch_size)
     refuse_non_finite_embeddings({"images": (non_finite_rows(image_features), len(image_features)),
@@ -113,14 +121,23 @@ def evaluate_zeroshot(model: torch.nn.Module, tokenizer: Tokenizer, dataset, cla
     return {"zeroshot_top1": 100.0 * top1 / total, "zeroshot_top5": 100.0 * top5 / total}
 
 
+class Family(Protocol):
+    """An evaluation family beyond retrieval and zero-shot (engine.evals.families)."""
+
+    name: str
+
+    def run(self, model: torch.nn.Module) -> dict[str, float]: ...
+
+
 class EvalSuite:
-    """The evaluations a run reports: COCO-style retrieval and, when its data exists, zero-shot."""
+    """The evaluations a run reports: COCO-style retrieval, zero-shot and the `extra` families, each when its
+    data exists and `schedule` says it is due."""
 
     def __init__(self, tokenizer: Tokenizer, device: torch.device, retrieval_set=None,
                  zeroshot: ZeroShotBenchmark | None = None, batch_size: int = 128, zs_batch_size: int = 512,
-                 workers: int = 2):
+                 workers: int = 2, extra: Sequence[Family] = (), schedule: EvalSchedule = EvalSchedule()):
         self.tokenizer, self.device = tokenizer, device
-        self.retrieval_set, self.zeroshot = retrieval_set, zeroshot
+        self.retrieval_set, self.zeroshot, self.extra, self.schedule = retrieval_set, zeroshot, list(extra), schedule
         self.batch_size, self.zs_batch_size, self.workers = batch_size, zs_batch_size, workers
 
     @property
@@ -128,13 +145,22 @@ class EvalSuite:
         """Names the legacy zero-shot log file (`zeroshot_<name>_log.txt`)."""
         return self.zeroshot.name if self.zeroshot else "none"
 
-    def run(self, model: torch.nn.Module) -> tuple[dict[str, float], dict[str, float]]:
-        """(retrieval metrics, zero-shot metrics); an absent set gives an empty dict."""
-        retrieval, zeroshot = {}, {}
-        if self.retrieval_set is not None:
+    def due(self, epochs_done: int | None, epochs: int) -> bool:
+        """Whether some evaluation runs after `epochs_done` of `epochs` epochs."""
+        return self.schedule.any_due(epochs_done, epochs)
+
+    def run(self, model: torch.nn.Module, epochs_done: int | None = None,
+            epochs: int = 0) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """(retrieval, zero-shot, other families' metrics) of the evaluations due after `epochs_done` epochs
+        (None: all of them); an absent or not-due evaluation gives no keys."""
+        retrieval, zeroshot, extra = {}, {}, {}
+        if self.retrieval_set is not None and self.schedule.due("retrieval", epochs_done, epochs):
             retrieval = evaluate_retrieval(model, self.tokenizer, self.retrieval_set, self.device,
                                            self.batch_size, self.workers)
-        if self.zeroshot is not None:
+        if self.zeroshot is not None and self.schedule.due("zeroshot", epochs_done, epochs):
             zeroshot = evaluate_zeroshot(model, self.tokenizer, self.zeroshot.dataset, self.zeroshot.classnames,
                                          self.zeroshot.templates, self.device, self.zs_batch_size, self.workers)
-        return retrieval, zeroshot
+        for family in self.extra:
+            if self.schedule.due(family.name, epochs_done, epochs):
+                extra.update(family.run(model))
+        return retrieval, zeroshot, extra

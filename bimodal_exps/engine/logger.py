@@ -53,17 +53,26 @@ def write_eval_logs(output_dir: Path, retrieval: Mapping[str, float], zeroshot: 
         append_jsonl(output_dir / f"zeroshot_{zeroshot_name}_log.txt", {**zeroshot, "epoch": epoch})
 
 
+def write_eval_results(path: Path, metrics: Mapping[str, float], **context: Any) -> None:
+    """`eval_results.json`: the latest evaluation's metrics (percent) and what was evaluated (`context`)."""
+    path.write_text(json.dumps({**context, "units": "percent", "metrics": dict(metrics)}, indent=2) + "\n",
+                    encoding="utf-8")
+
+
 def format_results_table(results: Mapping[str, float]) -> str:
-    """Readable console table of retrieval and zero-shot metrics."""
-    rows = []
+    """Readable console table: retrieval and zero-shot rows, then one row per other metric (README "Evaluations")."""
     groups = (("image→text R@1/5/10", ("txt_r1", "txt_r5", "txt_r10")),
               ("text→image R@1/5/10", ("img_r1", "img_r5", "img_r10")),
               ("zero-shot top-1/top-5", ("zeroshot_top1", "zeroshot_top5")))
-    for title, keys in groups:
-        present = [results[k] for k in keys if k in results and not math.isnan(results[k])]
-        if present:
-            rows.append(f"| {title:<22} | {' / '.join(f'{v:6.2f}' for v in present):<24} |")
-    if not rows:
+    grouped = {"txt_r_mean", "img_r_mean", "r_mean", *(key for _, keys in groups for key in keys)}
+    lines = [(title, " / ".join(f"{results[k]:6.2f}" for k in keys if k in results and not math.isnan(results[k])))
+             for title, keys in groups]
+    lines += [(key, f"{value:6.2f}") for key, value in results.items()
+              if key not in grouped and isinstance(value, float)]
+    lines = [(title, value) for title, value in lines if value]
+    if not lines:
         return "(no evaluation results)"
-    border = f"|{'-' * 24}|{'-' * 26}|"
-    return "\n".join([f"| {'metric (%)':<22} | {'value':<24} |", border, *rows])
+    width = max(22, *(len(title) for title, _ in lines))
+    border = f"|{'-' * (width + 2)}|{'-' * 26}|"
+    return "\n".join([f"| {'metric (%)':<{width}} | {'value':<24} |", border,
+                      *(f"| {title:<{width}} | {value:<24} |" for title, value in lines)])

@@ -34,6 +34,7 @@ class StepConfig:
     show_progress: bool = True
     max_consecutive_skips: int = 100
     stop_signal: Callable[[], int] | None = None  # asked at every step boundary; non-zero: stop (preemption)
+    on_log: Callable[[int, dict[str, float]], None] | None = None  # (global step, means of the last log_every steps)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     step, skipped ones included; a stop request is honoured right after it."""
     task.train()
     params = [p for group in optimizers.main.param_groups for p in group["params"]]
-    meters = RunningMeans()
+    meters, interval = RunningMeans(), RunningMeans()
     skipped = torch.zeros((), device=config.device)
     consecutive_skips = 0
     batches = iter_keeping_rng(loader)
@@ -111,6 +112,13 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
             _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip)
             meters.update({"loss": out.loss, **out.stats})
             samples += images.shape[0]
+            if config.on_log is not None:
+                interval.update({"loss": out.loss, **out.stats})
+                if (iteration + 1) % config.log_every == 0:
+                    lr = optimizers.main.param_groups[0]["lr"]
+                    config.on_log(epoch * (start.iteration + len(loader)) + iteration + 1,
+                                  {**interval.means(), "lr": lr})
+                    interval = RunningMeans()
             if config.show_progress and (iteration % config.log_every == 0 or iteration == len(progress) - 1):
                 progress.set_postfix(loss=f"{out.loss.item():.4f}",
                                      lr=f"{optimizers.main.param_groups[0]['lr']:.3g}",

@@ -24,10 +24,11 @@ from engine.checkpoint import (FORMAT_VERSION, CheckpointError, NonFiniteModel, 
                                save_atomic)
 from engine.distributed import barrier
 from engine.evaluation import EvalSuite
-from engine.logger import append_jsonl, format_results_table, write_eval_logs
+from engine.logger import append_jsonl, format_results_table, write_eval_logs, write_eval_results
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
 from engine.runtime import seed_everything
+from engine.tracking import Tracker
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
 from models.gcl.collectives import rank_and_world
 
@@ -60,9 +61,9 @@ class Run:
     epochs: int
     seed: int
     save_freq: int = 1
-    eval_freq: int = 0
     save_every_steps: int = 0           # also write checkpoint_last.pth every N steps inside epochs (0: off)
     keep_checkpoints: int = 0           # keep only the N newest checkpoint_<epoch>.pth (0: all)
+    tracker: Tracker | None = None      # --report_to: eval scalars per epoch (train scalars via StepConfig.on_log)
     start_epoch: int = 0
     start: EpochStart = EpochStart()    # where start_epoch begins (a mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -209,11 +210,17 @@ def _after_step(run: Run, epoch: int, iterations_done: int) -> None:
 
 
 def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]:
-    """Evaluate the unwrapped model; rank 0 appends the legacy JSON-lines logs."""
-    retrieval, zeroshot = run.evaluator.run(run.model)
+    """Evaluate the unwrapped model (the families due after `epoch_record["epoch"] + 1` epochs); rank 0 appends
+    the legacy JSON-lines logs and rewrites eval_results.json with the latest metrics."""
+    epochs_done = epoch_record["epoch"] + 1
+    retrieval, zeroshot, extra = run.evaluator.run(run.model, epochs_done, run.epochs)
+    metrics = {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot, **extra}
+    if run.tracker is not None:
+        run.tracker.scalars("eval", metrics, epochs_done)
     if rank_and_world()[0] == 0:
         write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"], run.evaluator.zeroshot_name)
-    return {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot}
+        write_eval_results(run.output_dir / "eval_results.json", metrics, epoch=epochs_done)
+    return metrics
 
 
 def warn_if_tau_at_floor(loss_fn: torch.nn.Module, epoch: int) -> bool:
@@ -233,6 +240,10 @@ def fit(run: Run) -> dict[str, float]:
         print(f"removed {len(stale)} incomplete checkpoint file(s) left by an interrupted save")
     final_metrics: dict[str, float] = {}
     tau_floor_warned = False
+    if run.start_epoch == 0 and not run.start.iteration and run.evaluator.due(0, run.epochs):  # --eval_first
+        record = {"epoch": -1, **evaluate_and_log(run, {"epoch": -1})}
+        if rank == 0:
+            append_jsonl(run.output_dir / "log.txt", record)
     for epoch in range(run.start_epoch, run.epochs):
         seed_everything(run.seed + rank + 1000 * epoch)
         run.sampler.set_epoch(epoch)
@@ -253,7 +264,7 @@ def fit(run: Run) -> dict[str, float]:
         record: dict[str, Any] = {"epoch": epoch, "lr": train_stats.pop("lr"),
                                   **{f"train_{k}": v for k, v in train_stats.items()}}
         last_epoch = epoch + 1 == run.epochs
-        if last_epoch or (run.eval_freq and (epoch + 1) % run.eval_freq == 0):
+        if run.evaluator.due(epoch + 1, run.epochs):
             try:
                 final_metrics = evaluate_and_log(run, record)
             except NonFiniteModel as error:
@@ -268,6 +279,8 @@ def fit(run: Run) -> dict[str, float]:
                                                   if isinstance(v, float) and k.startswith(("train_loss", "val_r_mean",
                                                                                            "zeroshot_top1"))))
         run.history.append(record)
+        if run.tracker is not None:
+            run.tracker.flush()
         barrier()
     if rank == 0 and final_metrics:
         print(format_results_table({k.removeprefix("val_"): v for k, v in final_metrics.items()}))

@@ -88,6 +88,8 @@ def test_eval_command_and_missing_checkpoint():
     assert "--output_dir output/eval_isogclr_new_cc3m_g0.8_e30" in text and "torch.distributed.run" in text
     cifar = " ".join(_dry("eval.slurm", zs_dataset="cifar100", data_path="/data"))
     assert "--zs_dataset cifar100 --zs_datafolder /data " in cifar + " "
+    assert "--eval_suite default" in text
+    assert "--eval_suite full" in " ".join(_dry("eval.slurm", eval_suite="full"))
     done = _bash("eval.slurm", checkpoint="/nonexistent/checkpoint_30.pth")
     assert done.returncode == 1 and "checkpoint /nonexistent/checkpoint_30.pth not found" in done.stderr
 

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from unimodal.data import open_split, read_class_list
-from unimodal.demo_folders import DemoSettings, build
+from dataset.demo.folders import DemoSettings, build
+from dataset.errors import DataError
 from unimodal.launch import plan_launch, workers_per_process
 from unimodal.model import ContrastiveEncoder, backbone_state
 from unimodal.optim import create_lars
@@ -137,5 +138,5 @@ def test_demo_folders_are_deterministic_and_not_clobbering(tmp_path):
     train_img = Image.open(next((tmp_path / "a" / "train").rglob("*.png")))
     assert train_img.size == (16, 16) and train_img.mode == "RGB"
     (tmp_path / "c" / "train").mkdir(parents=True)
-    with pytest.raises(UsageError, match="not written by this builder"):
+    with pytest.raises(DataError, match="not written by this builder"):
         build(tmp_path / "c", settings)

@@ -9,17 +9,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dataset.demo import fashion
+from dataset.demo import fashion, folders
 from dataset.demo.shapes import ShapesSource
 from dataset.demo.shards import SHARD_NAME_WIDTH
 from dataset.demo.writer import DEFAULT_SHARD_SIZE, DemoSource, Layout, remove_outputs, write_demo
 from dataset.errors import DataError
 
 MANIFEST_VERSION = 1
-SIZE_FLAGS = ("num_train", "num_val", "num_zeroshot_per_class", "image_size")
+SIZE_FLAGS = ("num_train", "num_val", "num_zeroshot_per_class", "image_size", "num_linear_per_class")
 DEFAULT_SIZES = {
-    "shapes": {"num_train": 6000, "num_val": 500, "num_zeroshot_per_class": 20, "image_size": 64},
-    "fashion": {"num_train": 6000, "num_val": 500, "num_zeroshot_per_class": 50, "image_size": 64},
+    "shapes": {"num_train": 6000, "num_val": 500, "num_zeroshot_per_class": 20, "image_size": 64,
+               "num_linear_per_class": 6},
+    "fashion": {"num_train": 6000, "num_val": 500, "num_zeroshot_per_class": 50, "image_size": 64,
+                "num_linear_per_class": 50},
 }
 
 
@@ -118,6 +120,10 @@ def build(layout: Layout, settings: dict[str, Any], force: bool = False) -> tupl
         counts, skipped = write_demo(source, layout, settings["num_train"], settings["num_val"],
                                      settings["num_zeroshot_per_class"],
                                      settings.get("shard_size", DEFAULT_SHARD_SIZE)), False
+        per_class = settings.get("num_linear_per_class", DEFAULT_SIZES[settings["source"]]["num_linear_per_class"])
+        linear, _ = folders.build(layout.linear_root, folders.DemoSettings(
+            settings["source"], settings["seed"], per_class, max(per_class // 2, 1), settings["image_size"]))
+        counts.update({f"linear_{split}": number for split, number in linear.items()})
         _write_manifest(layout, settings, counts)
     layout.source_file.write_text(settings["source"] + "\n", encoding="utf-8")
     return counts, skipped
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote in {time.perf_counter() - start:.1f}s:"
     print(f"{source} demo data at {args.out} {action} {counts['train_pairs']} training pairs, "
           f"{counts['retrieval_images']} retrieval images ({counts['retrieval_captions']} captions), "
-          f"{counts['zeroshot_classes']} zero-shot classes / {counts['zeroshot_images']} images; "
+          f"{counts['zeroshot_classes']} zero-shot classes / {counts['zeroshot_images']} images, "
+          f"{counts['linear_train']} + {counts['linear_val']} linear-probe images in {layout.linear_root}; "
           f"use --data_path {args.out / 'datasets'} --ann_path {args.out / 'clip_train'}")
     if layout.webdataset:
         last = f"{counts['train_shards'] - 1:0{SHARD_NAME_WIDTH}d}"

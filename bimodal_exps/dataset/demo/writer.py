@@ -70,6 +70,11 @@ class Layout:
         return self.out / "datasets" / "imagenet" / "val"
 
     @property
+    def linear_root(self) -> Path:
+        """Labelled train/ and val/ class folders for the linear probe and k-NN (`--linear_datasets`)."""
+        return self.out / "datasets" / "demo_linear"
+
+    @property
     def train_shards(self) -> Path:
         return self.out / "datasets" / "cc3m_wds"
 
@@ -84,7 +89,8 @@ class Layout:
 
     def outputs(self) -> list[Path]:
         """Every file or folder the builder writes (and may replace)."""
-        paths = [self.train_json, self.coco_json, self.train_images, self.coco_images, self.zeroshot_root]
+        paths = [self.train_json, self.coco_json, self.train_images, self.coco_images, self.zeroshot_root,
+                 self.linear_root]
         return paths + [self.train_shards] if self.webdataset else paths
 
 

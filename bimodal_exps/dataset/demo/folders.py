@@ -1,4 +1,5 @@
-"""Labelled demo images in the ImageNet folder layout (`<out>/train/<class>/`, `<out>/val/<class>/`), offline.
+"""Labelled demo images in the ImageNet folder layout (`<out>/train/<class>/`, `<out>/val/<class>/`), offline:
+the unimodal demo data (unimodal_exps/build_demo_folders.py) and the bimodal demo's linear-probe folders.
 
 * `fashion`: Fashion-MNIST (Debian `dataset-fashion-mnist`, read by bimodal_exps/dataset/demo/fashion.py):
   10 classes; train images from its train split, val images from its test split, the first k per class of
@@ -22,7 +23,7 @@ from PIL import Image
 
 from dataset.demo import fashion
 from dataset.demo.shapes import ShapesSource
-from unimodal.options import UsageError
+from dataset.errors import DataError
 
 MANIFEST = "demo_folders.json"
 SPLITS = ("train", "val")
@@ -52,7 +53,7 @@ def _fashion_items(settings: DemoSettings, split: str) -> Iterator[tuple[str, Im
     for label, name in enumerate(fashion.CLASSNAMES):
         members = rng.permutation(np.flatnonzero(labels == label))
         if per_class > len(members):
-            raise UsageError(f"Fashion-MNIST {split} has only {len(members)} images of class {name!r}")
+            raise DataError(f"Fashion-MNIST {split} has only {len(members)} images of class {name!r}")
         for index in members[:per_class]:
             image = Image.fromarray(images[index]).resize((settings.image_size,) * 2, Image.Resampling.BILINEAR)
             yield folder_name(name), image
@@ -72,7 +73,7 @@ def items(settings: DemoSettings, split: str) -> Iterator[tuple[str, Image.Image
         return _fashion_items(settings, split)
     if settings.source == "shapes":
         return _shapes_items(settings, split)
-    raise UsageError(f"unknown demo source {settings.source!r} (choices: fashion, shapes)")
+    raise DataError(f"unknown demo source {settings.source!r} (choices: fashion, shapes)")
 
 
 def resolve_source(requested: str) -> str:
@@ -99,7 +100,7 @@ def build(out: Path, settings: DemoSettings) -> tuple[dict[str, int], bool]:
         return previous["counts"], True
     existing = [out / split for split in SPLITS if (out / split).exists()]
     if existing and previous is None:
-        raise UsageError(f"{existing[0]} exists and was not written by this builder; choose another --out")
+        raise DataError(f"{existing[0]} exists and was not written by this builder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text(json.dumps({"settings": asdict(settings), "counts": None}) + "\n", encoding="utf-8")
     counts = {}
