@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from dataset.collate import Batch
 from engine.optim import LRSchedule, Optimizers
 from engine.task import ContrastiveTask
 from engine.train import StepConfig, train_one_epoch
@@ -24,11 +25,11 @@ def tiny_task(ita_type: str = "sogclr", num_samples: int = 8) -> ContrastiveTask
     return ContrastiveTask(create_model(TINY_MODEL), build_loss(ita_type, num_samples))
 
 
-def batches(steps: int, batch: int = 4) -> list:
+def batches(steps: int, batch: int = 4) -> list[Batch]:
     generator = torch.Generator().manual_seed(1)
-    return [(torch.randn(batch, 3, 32, 32, generator=generator),
-             {"input_ids": torch.randint(1, 100, (batch, 16), generator=generator)},
-             torch.zeros(batch, dtype=torch.long), torch.arange(step * batch, (step + 1) * batch) % 8)
+    return [Batch(torch.randn(batch, 3, 32, 32, generator=generator),
+                  {"input_ids": torch.randint(1, 100, (batch, 16), generator=generator)},
+                  torch.arange(step * batch, (step + 1) * batch) % 8)
             for step in range(steps)]
 
 
@@ -38,8 +39,9 @@ def train(task: ContrastiveTask, config: StepConfig, steps: int = 2, lr: float =
     norms: list[float] = []
     optimizer.register_step_pre_hook(lambda opt, *_: norms.append(float(torch.nn.utils.get_total_norm(
         [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]))))
-    schedule = LRSchedule(optimizer, "step", "constant", 1, steps, 0.0, lr)
-    train_one_epoch(task, batches(steps), Optimizers(optimizer), schedule,
+    optimizers = Optimizers(optimizer)
+    schedule = LRSchedule(optimizers, "step", "constant", 1, steps, 0.0, lr)
+    train_one_epoch(task, batches(steps), optimizers, schedule,
                     torch.amp.GradScaler("cpu", enabled=False), 0, config)
     return norms
 
@@ -77,7 +79,7 @@ def test_compile_with_inductor_gives_the_eager_features_and_gradients():
     """`--compile` without a backend means inductor, which needs a C++ compiler on the CPU."""
     if _cxx_compiler() is None:
         pytest.skip("no C++ compiler (CXX, g++, c++, clang++) on PATH: inductor cannot build CPU kernels")
-    images, tokens, _, _ = batches(1)[0]
+    images, tokens, _ = batches(1)[0]
     eager, compiled = create_model(TINY_MODEL), create_model(TINY_MODEL)
     compiled.load_state_dict(eager.state_dict())
     compiled.compile_towers()  # the default backend of --compile
