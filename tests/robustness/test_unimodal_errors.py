@@ -12,20 +12,16 @@ import torch
 from robustness_helpers import fingerprint, load, the_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unimodal"))
-from unimodal_helpers import TINY_MODEL, load_script  # noqa: E402
+from unimodal_helpers import TINY_MODEL, build_one_per_class_folders, load_script  # noqa: E402
 
 train = load_script("train")
-build_demo_folders = load_script("build_demo_folders")
 LAST = "checkpoint_last.pth.tar"
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> Path:
     """36 shapes classes × 1 image of 32 px in train/ and val/."""
-    out = tmp_path_factory.mktemp("unimodal_folders")
-    assert build_demo_folders.main(["--source", "shapes", "--out", str(out), "--train-per-class", "1",
-                                    "--val-per-class", "1", "--image-size", "32"]) == 0
-    return out
+    return build_one_per_class_folders(tmp_path_factory.mktemp("unimodal_folders"))
 
 
 def train_status(data: Path, save_dir: Path, *extra: str) -> int:

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from rendezvous import file_rendezvous
-from unimodal_helpers import TINY_MODEL, load_script
+from unimodal_helpers import TINY_MODEL, build_one_per_class_folders, load_script
 
 train = load_script("train")
 lincls = load_script("lincls")
-build_demo_folders = load_script("build_demo_folders")
 
 BATCH = ["--batch-size", "12"]  # 36 images: 3 iterations per epoch, every image visited
 
@@ -20,10 +19,7 @@ BATCH = ["--batch-size", "12"]  # 36 images: 3 iterations per epoch, every image
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> Path:
     """36 shapes classes × 1 image in train/ and val/."""
-    out = tmp_path_factory.mktemp("unimodal_demo")
-    assert build_demo_folders.main(["--source", "shapes", "--out", str(out), "--train-per-class", "1",
-                                    "--val-per-class", "1", "--image-size", "32"]) == 0
-    return out
+    return build_one_per_class_folders(tmp_path_factory.mktemp("unimodal_demo"))
 
 
 def pretrain(folders: Path, out: Path, *extra: str) -> int:

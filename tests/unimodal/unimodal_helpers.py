@@ -17,3 +17,10 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def build_one_per_class_folders(out: Path) -> Path:
+    """36 shapes classes × 1 image of 32 px in `out`/train and `out`/val (the tiny-run data)."""
+    assert load_script("build_demo_folders").main(["--source", "shapes", "--out", str(out), "--train-per-class", "1",
+                                                   "--val-per-class", "1", "--image-size", "32"]) == 0
+    return out
