@@ -14,11 +14,7 @@ from dataset.csv_pairs import CSV_SUFFIXES
 from models.config import ADAPTERS, IMAGE_BUILDERS, TEXT_BUILDERS, TEXT_POOLERS
 
 # ITRA flags of evaluations and logging that clip.py does not have yet: accepted so ITRA commands run, noted.
-ITRA_NOT_YET_FLAGS: dict[str, type | Range] = {
-    "--linear-frequency": NON_NEGATIVE_INT, "--zeroshot-frequency": NON_NEGATIVE_INT,
-    "--retrieval-frequency": NON_NEGATIVE_INT, "--nlp-eval-frequency": NON_NEGATIVE_INT, "--eval-data-dir": str, "--report-to": str, "--logs": str, "--name": str,
-    "--copy-codebase": bool, "--cache-dir": str,
-}
+ITRA_NOT_YET_FLAGS: dict[str, type] = {"--logs": str, "--name": str, "--copy-codebase": bool, "--cache-dir": str}
 
 
 def add_composition_flags(parser: argparse.ArgumentParser) -> None:
@@ -84,10 +80,13 @@ def _add_data_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def _add_itra_run_flags(parser: argparse.ArgumentParser) -> None:
-    """ITRA's spellings of existing run flags and its logging/evaluation flags (no effect yet)."""
+    """ITRA's spellings of existing run and evaluation-schedule flags, and its logging flags (no effect yet)."""
     group = parser.add_argument_group("ITRA spellings of run flags")
     for alias, dest, kind in (("--batch-size", "batch_size_train", COUNT), ("--wd", "weight_decay", NON_NEGATIVE),
-                              ("--max-grad-norm", "grad_clip", NON_NEGATIVE), ("--save-frequency", "save_freq", COUNT)):
+                              ("--max-grad-norm", "grad_clip", NON_NEGATIVE), ("--save-frequency", "save_freq", COUNT),
+                              *((f"--{family.replace('_', '-')}-frequency", flag, NON_NEGATIVE_INT)
+                                for family, flag in (("linear", "linear_freq"), ("zeroshot", "zeroshot_freq"),
+                                                     ("retrieval", "retrieval_freq"), ("nlp_eval", "nlp_eval_freq")))):
         add_flag(group, alias, dest=dest, type=kind, default=argparse.SUPPRESS, help=f"ITRA spelling of --{dest}")
     for name, kind in ITRA_NOT_YET_FLAGS.items():
         if kind is bool:

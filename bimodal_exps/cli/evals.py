@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_bool_flag, add_flag
+from cli.ranges import COUNT, NON_NEGATIVE_INT, POSITIVE
 from engine.evals.schedule import FAMILIES, FREQUENCY_FLAGS, SUITES, parse_eval_suite
 from engine.tracking import parse_report_to
 
@@ -32,20 +33,13 @@ def _report_to(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _frequency(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = never), got {text}")
-    return value
-
-
 def add_eval_suite_flags(parser: argparse.ArgumentParser) -> None:
     """The evaluation families beyond the default retrieval + zero-shot, and their schedule."""
     group = parser.add_argument_group("evaluation suite (README \"Evaluations\")")
     add_flag(group, "--eval_suite", type=_suite, default=SUITES["default"], metavar="SUITE",
              help=f"default (retrieval, zeroshot), full (all of {', '.join(FAMILIES)}) or a comma list of families")
     for family, flag in FREQUENCY_FLAGS.items():
-        add_flag(group, f"--{flag}", type=_frequency, default=None,
+        add_flag(group, f"--{flag}", type=NON_NEGATIVE_INT, default=None,
                  help=f"run the {family} family after every N epochs and the last (0: never; default --eval_freq)")
     add_bool_flag(group, "--eval_first", default=False, help="also evaluate before the first training epoch")
     add_flag(group, "--eval_data_dir", default=None,
@@ -55,16 +49,16 @@ def add_eval_suite_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(group, "--linear_prob_mode", default="pytorch", choices=["pytorch", "sklearn", "sklearn-search"],
              help="linear probe: SGD on one Linear layer, logistic regression with --linear_C, or with C chosen on "
                   "a validation split of train")
-    add_flag(group, "--linear_C", type=float, default=3.16, help="inverse L2 strength of --linear_prob_mode sklearn")
-    add_flag(group, "--knn_k", type=int, default=20, help="neighbours of the weighted k-NN classifier")
-    add_flag(group, "--knn_temp", type=float, default=0.07, help="temperature of the k-NN vote weights exp(s/T)")
+    add_flag(group, "--linear_C", type=POSITIVE, default=3.16, help="inverse L2 strength of --linear_prob_mode sklearn")
+    add_flag(group, "--knn_k", type=COUNT, default=20, help="neighbours of the weighted k-NN classifier")
+    add_flag(group, "--knn_temp", type=POSITIVE, default=0.07, help="temperature of the k-NN vote weights exp(s/T)")
     add_flag(group, "--word_sim_templates", default="imagenet", choices=["imagenet", "none"],
              help="word similarity: one item per pair and ImageNet prompt (80 per pair, ITRA), or the bare words")
     add_flag(group, "--senteval_dir", default=None,
              help="SentEval's data/downstream folder (STS/, SICK/; default <eval_data_dir>/SentEval/data/downstream)")
     add_flag(group, "--msmarco_dir", default=None,
              help="MS MARCO dev: collection.tsv, queries.dev.small.tsv, qrels.dev.tsv (default <eval_data_dir>/msmarco)")
-    add_flag(group, "--msmarco_corpus_max", type=int, default=None,
+    add_flag(group, "--msmarco_corpus_max", type=COUNT, default=None,
              help="corpus = the relevant passages plus the first N others (default: all 8.8 M passages)")
     add_flag(group, "--wiki_sections_dir", default=None,
              help="Wiki Sections triplets: test.csv (default <eval_data_dir>/wiki_sections)")
