@@ -27,7 +27,8 @@ def add_composition_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(group, "--image_model_tag", default="", help="OpenCLIP pretrained name or local weight file")
     add_flag(group, "--text_model_tag", default="", help="OpenCLIP pretrained name or local weight file")
     add_flag(group, "--text_pooler", type=str.lower, default="cls", choices=list(TEXT_POOLERS),
-             help="HF text towers: cls = first token, pooler = the model's pooler head, mean = masked mean")
+             help="HF text towers: cls = first token, pooler = the model's pooler head, mean = masked mean, "
+                  "prompt = PromptBERT [MASK] state")
     add_flag(group, "--image_head_layers", "--image-head-n-layers", type=NON_NEGATIVE_INT, default=1,
              help="0 = no head (embed_dim becomes the tower width), 1 = Linear, n >= 2 = MLP")
     add_flag(group, "--text_head_layers", "--text-head-n-layers", type=NON_NEGATIVE_INT, default=1, help="as --image_head_layers")

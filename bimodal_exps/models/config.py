@@ -18,7 +18,8 @@ IMAGE_BUILDERS = ("timm", "torchvision", "openclip")
 TEXT_BUILDERS = {"hf": "hf", "huggingface": "hf", "bpe": "bpe", "openclip": "openclip", "sbert": "sbert"}
 # Text-tower adapters (`models.adapters`); ITRA's other names (lang_adapter, dummy, mam_adapter, unipelt) are rejected.
 ADAPTERS = ("lora_adapter", "ia3_adapter", "prefix_tuning", "bottleneck_adapter")
-TEXT_POOLERS = {"cls": "cls", "cls_before_pooler": "cls", "pooler": "pooler", "mean": "mean"}
+TEXT_POOLERS = {"cls": "cls", "cls_before_pooler": "cls", "pooler": "pooler", "mean": "mean", "prompt": "prompt",
+                "promptbert": "prompt"}
 
 
 class ModelBuildError(ValueError):
@@ -75,7 +76,8 @@ class ModelConfig:
     text_builder: `hf`, `bpe` (the from-scratch Transformer), `openclip` (the text tower of an OpenCLIP model
         named `text_encoder`) or `sbert`; "" = `bpe` for `Transformer`, else `hf`.
     image_model_tag / text_model_tag: OpenCLIP pretrained name or local weight file (used when pretrained).
-    text_pooler: HF towers: `cls` (h_0), `pooler` (the model's pooler head on h_0) or `mean` (masked mean).
+    text_pooler: HF towers: `cls` (h_0), `pooler` (the model's pooler head on h_0), `mean` (masked mean) or
+        `prompt` (PromptBERT: the state at the [MASK] of a template around the caption).
     image_head_layers / text_head_layers: 0 = no head, 1 = Linear, n >= 2 = MLP of width `head_hidden_dim`
         (`head_bn`: BatchNorm after each hidden Linear); see `models.heads`.
     lock_image / lock_text: freeze a whole tower; lock_*_partial: comma list of parameter-name keywords to
@@ -123,7 +125,7 @@ class ModelConfig:
         if text_builder not in TEXT_BUILDERS:
             raise ModelBuildError(f"--text_builder {self.text_builder!r}: choose one of hf, bpe, openclip, sbert")
         if self.text_pooler.lower() not in TEXT_POOLERS:
-            raise ModelBuildError(f"--text_pooler {self.text_pooler!r}: choose one of cls, pooler, mean")
+            raise ModelBuildError(f"--text_pooler {self.text_pooler!r}: choose one of cls, pooler, mean, prompt")
         object.__setattr__(self, "image_builder", image_builder)
         object.__setattr__(self, "text_builder", TEXT_BUILDERS[text_builder])
         object.__setattr__(self, "text_pooler", TEXT_POOLERS[self.text_pooler.lower()])
@@ -131,6 +133,8 @@ class ModelConfig:
             raise ModelBuildError(f"--adapter {self.adapter!r} is not supported; choose one of {', '.join(ADAPTERS)}")
         if self.adapter and self.text_builder != "hf":
             raise ModelBuildError(f"--adapter needs --text_builder hf (got {self.text_builder})")
+        if self.text_pooler == "prompt" and self.text_builder != "hf":
+            raise ModelBuildError(f"--text_pooler prompt needs --text_builder hf (got {self.text_builder})")
         if self.text_prompt_tokens and not self.uses_bpe_text:
             raise ModelBuildError(f"--text_prompt_tokens needs --text_builder bpe or openclip (got {self.text_builder})")
         for name in ("image_head_layers", "text_head_layers", "text_prompt_tokens"):

