@@ -30,6 +30,7 @@ from dataset.collate import TokenizingCollate  # noqa: E402
 from dataset.demo.build import main as build_demo  # noqa: E402
 from dataset.demo.writer import Layout  # noqa: E402
 from dataset.image_text import ImageTextDataset  # noqa: E402
+from dataset.sampler import ResumableDistributedSampler  # noqa: E402
 from dataset.transforms import build_train_transform  # noqa: E402
 from dataset.webdataset_loader import WebDatasetSpec, create_webdataset_loader  # noqa: E402
 from models.tokenizer import BPETokenizer  # noqa: E402
@@ -66,9 +67,10 @@ def time_epoch(loader: Iterable, batch_size: int) -> dict[str, float]:
 
 
 def json_loader(layout: Layout, args: argparse.Namespace, tokenizer: BPETokenizer, workers: int) -> DataLoader:
-    """The JSON path as clip.py builds it (one process: the sampler is a plain shuffle)."""
+    """The JSON path as clip.py builds it in one process (its sampler keys each sample's augmentation seed)."""
     dataset = ImageTextDataset([layout.train_json], layout.train_images, build_train_transform(args.image_res))
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+    sampler = ResumableDistributedSampler(dataset, args.batch_size, num_replicas=1, rank=0, drop_last=True)
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
                       collate_fn=TokenizingCollate(tokenizer))
 
 

@@ -5,7 +5,6 @@ Run `python bimodal_exps/clip.py --help` for the flags.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -28,7 +27,7 @@ from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # n
 from engine.checkpoint import (CheckpointError, NonFiniteModel, load_checkpoint, load_state_strict,  # noqa: E402
                                refuse_non_finite)
 from engine.distributed import (DistEnv, DistributedSetupError, abort_process, broadcast_from_main,  # noqa: E402
-                                init_distributed, local_device, shutdown_distributed, silence_non_main)
+                                init_distributed, local_device, shutdown_distributed, silence_non_main, wrap_ddp)
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import format_results_table, write_eval_logs  # noqa: E402
 from engine.optim import LRSchedule, create_optimizers  # noqa: E402
@@ -36,7 +35,8 @@ from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: 
 from engine.runlock import RunLock, RunLockError  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
 from engine.train import StepConfig, TooManySkippedSteps  # noqa: E402
-from engine.trainer import Run, fit, resume, seed_everything  # noqa: E402
+from engine.runtime import plain_args, resolve_device, seed_everything, write_args, write_json  # noqa: E402
+from engine.trainer import Run, fit, resume  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.gcl.state import SampleIdError  # noqa: E402
@@ -45,15 +45,6 @@ from models.pretrained import PretrainedWeightsError  # noqa: E402
 
 USER_ERRORS = (UsageError, DataError, CheckpointError, NonFiniteModel, PretrainedWeightsError,
                TooManySkippedSteps, DistributedSetupError, SampleIdError, RunLockError)
-
-
-def resolve_device(requested: str | None) -> torch.device:
-    if requested:
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {requested}: CUDA is not available on this machine")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def resolve_amp(args, device: torch.device) -> torch.dtype | None:
@@ -79,10 +70,6 @@ def build_evaluator(args, tokenizer, device: torch.device) -> EvalSuite:
             zeroshot = load_zeroshot_benchmark(args.zs_dataset, args.zs_datafolder, transform, args.legacy_classnames)
     return EvalSuite(tokenizer, device, retrieval_set, zeroshot, batch_size=args.batch_size_test,
                      zs_batch_size=args.zs_batch_size, workers=args.val_workers)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -> dict[str, float]:
@@ -160,12 +147,10 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
         # a uni-directional objective detaches the teacher tower, whose trainable parameters then get no gradient
-        task = torch.nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False,
-            find_unused_parameters=getattr(loss_fn, "uni_directional", False))
+        task = wrap_ddp(task, device, find_unused_parameters=getattr(loss_fn, "uni_directional", False))
     optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
                                    args.lr_temp_net)
-    schedule = LRSchedule(optimizers.main, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
+    schedule = LRSchedule(optimizers, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
                           args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -176,7 +161,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
                              max_consecutive_skips=args.max_skipped_steps)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
-              args=_plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
+              args=plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
               eval_freq=args.eval_freq, save_every_steps=args.save_every_steps,
               keep_checkpoints=args.keep_checkpoints)
     try:
@@ -202,7 +187,7 @@ def claim_output_dir(args, output_dir: Path, env: DistEnv) -> RunLock | None:
                 if lock.note:
                     print(f"note: {lock.note}")
                 refuse_fresh_run_over_checkpoints(args, output_dir)
-                write_json(output_dir / "args.json", _plain_args(args))
+                write_args(output_dir, plain_args(args), "--output_dir")
             except OSError as error:
                 raise UsageError(f"--output_dir {output_dir}: cannot write ({error.strerror})") from None
         except (UsageError, RunLockError) as error:
@@ -226,11 +211,6 @@ def refuse_fresh_run_over_checkpoints(args, output_dir: Path) -> None:
         shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
         raise UsageError(f"--output_dir {output_dir} already holds another run's checkpoints ({shown}); pass "
                          f"--resume to continue that run, or choose a new --output_dir")
-
-
-def _plain_args(args) -> dict:
-    """Args as JSON-able plain data (checkpoints must load with weights_only=True)."""
-    return json.loads(json.dumps(vars(args), default=str))
 
 
 def main(argv: list[str] | None = None) -> int:

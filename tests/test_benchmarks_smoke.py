@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,3 +102,18 @@ def test_loader_throughput_times_both_loaders(tmp_path):
     assert [(r["loader"], r["workers"]) for r in rows] == [("json + folder", 0), ("webdataset", 0)]
     assert all(r["steady_samples_per_s"] > 0 and r["first_batch_s"] >= 0 for r in rows)
     assert len(markdown_table(printed)) == 4
+
+
+def test_host_sync_cost_times_both_variants_and_the_checks_change_nothing(tmp_path):
+    out = tmp_path / "sync.json"
+    run_benchmark("host_sync_cost.py", "--steps-per-epoch", "1", "--epochs", "2", "--rounds", "1", "--threads", "1",
+                  "--work-dir", str(tmp_path), "--out", str(out),
+                  "--clip-flags", " ".join([*TOWERS, "--workers", "0", "--val_workers", "0"]))
+    results = json.loads(out.read_text())
+    assert {variant: len(values) for variant, values in results["ms_per_step"].items()} == {"with": 1, "without": 1}
+    assert all(value > 0 for value in results["us_per_call"].values())
+    assert len(markdown_table(out.with_suffix(".md").read_text())) == 4
+    # nothing is non-finite or out of range here, so dropping both checks trains the same weights
+    weights = [torch.load(tmp_path / f"run_{variant}_0" / "checkpoint_2.pth", weights_only=True)["model"]
+               for variant in ("with", "without")]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import torch
 
 import clip
-from engine.crashpoints import KILL_AT_STEP
 from dataset.demo.build import main as build_demo
 from dataset.demo.shards import Img2DatasetWriter
 
@@ -20,6 +20,7 @@ TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --te
         "--text_layers 2 --context_length 32 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
         "--zs_dataset none")
 EXTRA_FIRST_ROW = 200   # the extra shard's keys start here, beyond the demo shards' keys
+CRASH_CLIP = Path(__file__).resolve().parent / "crash_clip.py"  # clip.py with a CRASH=<place>:<n> SIGKILL
 
 
 def keys_in(shard) -> set[int]:
@@ -63,7 +64,8 @@ def test_one_epoch_of_sogclr_from_shards(tmp_path, capsys):
 
 def test_killed_mid_epoch_resumes_from_shards_to_the_same_weights(tmp_path, capsys):
     """8 steps per epoch, a checkpoint every 3 steps: killed after step 12 (epoch 1, 4 steps in), resumed,
-    the run ends bit-identical to an uninterrupted one (workers 0, so augmentation draws match too)."""
+    the run ends bit-identical to an uninterrupted one, with 2 persistent DataLoader workers (the batch order
+    depends on the readers per rank, the augmentations on (seed, epoch, key) only)."""
     demo = tmp_path / "demo"
     assert build_demo(["--source", "shapes", "--out", str(demo), "--num_train", "64", "--num_val", "8",
                        "--num_zeroshot_per_class", "1", "--image_size", "32", "--format", "webdataset",
@@ -71,10 +73,10 @@ def test_killed_mid_epoch_resumes_from_shards_to_the_same_weights(tmp_path, caps
     pattern = re.search(r"--train-data '([^']+)'", capsys.readouterr().out).group(1)
     common = (f"--data_path {demo}/datasets --ann_path {demo}/clip_train --dataset_type webdataset "
               f"--train-data '{pattern}' --train-num-samples 64 --ita_type sogclr --epochs 2 --batch_size_train 8 "
-              f"--lr_schedule step --warmup_steps 2 --save_every_steps 3 --keep_checkpoints 1 {TINY}")
+              f"--lr_schedule step --warmup_steps 2 --save_every_steps 3 --keep_checkpoints 1 {TINY} --workers 2")
     assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/reference")) == 0
-    killed = subprocess.run([sys.executable, clip.__file__, *shlex.split(f"{common} --output_dir {tmp_path}/run")],
-                            env={**os.environ, KILL_AT_STEP: "12"}, capture_output=True, text=True, timeout=300)
+    killed = subprocess.run([sys.executable, str(CRASH_CLIP), *shlex.split(f"{common} --output_dir {tmp_path}/run")],
+                            env={**os.environ, "CRASH": "step:12"}, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     last = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)
     assert (last["epoch"], last["mid_epoch"]["iteration"]) == (1, 4)

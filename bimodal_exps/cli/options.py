@@ -12,11 +12,8 @@ from ruamel.yaml import YAML, YAMLError
 from cli.itra import resolve_itra_loss
 from cli.parser import COMPATIBILITY_FLAGS, STORE_TRUE_COMPATIBILITY_FLAGS, UNSUPPORTED_FLAGS, build_parser
 from dataset.zeroshot import default_zeroshot_root
+from engine.runtime import UsageError
 from models.losses import LOSS_HPARAMS, used_hparams
-
-
-class UsageError(ValueError):
-    """A user mistake in flags or config files; printed as one line, no traceback."""
 
 
 def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:

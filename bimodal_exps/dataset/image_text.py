@@ -12,6 +12,7 @@ from dataset.annotations import read_json_array
 from dataset.captions import pre_caption
 from dataset.errors import DataError, missing_path_error
 from dataset.images import load_rgb
+from dataset.sample_rng import SampleKey, transform_sample
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def _image_key(entry: Any) -> str | int | None:
 
 class ImageTextDataset(Dataset):
     """Image-caption pairs whose items are `(image_tensor, caption, image_index, pair_index)`.
+
+    Fetched with a `SampleKey` (the training sampler's), the transform draws from RNGs seeded by the key's
+    (seed, epoch) and the `pair_index`, so the augmentation does not depend on the worker that computes it;
+    fetched with a plain index, it draws from the process's global RNGs.
 
     `pair_index` is the entry's position in the concatenation of `ann_files` and `image_index`
     the dense index of its `image_id` by first appearance; both count every entry, skipped ones
@@ -115,9 +120,11 @@ class ImageTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[Any, str, int, int]:
-        pair = self.pairs[index]
+    def __getitem__(self, key: SampleKey | int) -> tuple[Any, str, int, int]:
+        pair = self.pairs[key.index if isinstance(key, SampleKey) else key]
         image = load_rgb(pair.image_path)
-        if self.transform is not None:
+        if isinstance(key, SampleKey) and self.transform is not None:
+            image = transform_sample(self.transform, image, key.seed, key.epoch, pair.pair_index)
+        elif self.transform is not None:
             image = self.transform(image)
         return image, pre_caption(pair.caption, self.max_words), pair.image_index, pair.pair_index

@@ -67,7 +67,8 @@ def _build_ops(magnitude: float) -> dict[str, Callable[[Image.Image], Image.Imag
 class RandomAugment:
     """Apply `num_ops` operations drawn uniformly with replacement, each with probability `prob`.
 
-    Randomness comes from torch's global generator, which DataLoader seeds per worker.
+    Randomness comes from torch's global generator, which the training datasets seed per sample
+    (`dataset.sample_rng`).
     """
 
     def __init__(self, num_ops: int = 2, magnitude: float = 7.0, prob: float = 0.5,

@@ -3,8 +3,8 @@
 Pipeline per process, built from webdataset's stages: shard list -> shard shuffle seeded by seed +
 epoch (identical on all ranks) -> split by rank -> split by DataLoader worker -> tar members grouped
 into samples -> sample shuffle -> decode to RGB PIL -> (image, caption, key, shard) -> id check ->
-full batches, each image transformed and the captions tokenised per batch in the worker. With
-`resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
+full batches, each image transformed (draws seeded per sample) and the captions tokenised per batch in the
+worker. With `resampled`, shards are drawn with replacement per rank and worker instead of shuffled and split.
 
 Epoch length (as in OpenCLIP's loader): num_batches = ⌈num_samples / (batch × world)⌉; each worker yields
 ⌈num_batches / workers⌉ batches (`with_epoch`, restarting its shards when they run out), so every rank
@@ -12,7 +12,7 @@ runs the same number of full, equal-size batches. Corrupt or incomplete samples 
 counted; the count is printed once per epoch.
 
 Mid-epoch resume at batch k (of this rank): the DataLoader takes batch j from worker j mod W, so every
-worker drops the decoded samples of its first ⌊k / W⌋ batches (no augmentation, no collation) and the
+worker drops its first ⌊k / W⌋ batches of decoded samples (no augmentation, no collation) and the
 loader discards the first k mod W batches it then yields; the rest of the epoch is the interrupted one's.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from typing import Any, NamedTuple
 
 import torch
@@ -28,16 +29,15 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-from dataset.collate import Tokenizer, TokenizingCollate
+from dataset.collate import Batch, Tokenizer, TokenizingCollate
 from dataset.errors import DataError
 from dataset.webdataset_shards import expand_shards, scan_state_size
 from dataset.webdataset_stages import (IMAGE_EXTENSIONS, EpochShuffle, ResampleSeed, SharedEpoch, SkipCounter,
-                                       KeyToId, SkipFirst, TransformingCollate, closing_streams, decode_rgb,
+                                       KeyToId, TransformingCollate, closing_streams, decode_rgb,
                                        split_by_rank)
 
 SHARD_SHUFFLE = (2000, 500)     # (buffer, initial) as in the references
 SAMPLE_SHUFFLE = (5000, 1000)
-Batch = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,8 @@ class WebDatasetLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.skipped.reset()
-        # create the DataLoader iterator now, as iter() of a plain DataLoader does: it draws its base seed from
-        # the torch RNG, which a mid-epoch resume restores right after iter(loader)
+        # create the DataLoader iterator now, as iter() of a plain DataLoader does (the training loop keeps the
+        # global RNG state across iter(loader), whose first call draws the DataLoader's base seed)
         return self._epoch(iter(self.loader), len(self), self.start_batch % self.workers)
 
     def _epoch(self, batches: Iterator[Batch], expected: int, discard: int) -> Iterator[Batch]:
@@ -119,20 +119,22 @@ class WebDatasetLoader:
 
 
 class EpochPipeline(wds.DataPipeline):
-    """webdataset's pipeline cut to `batches_per_worker` batches per epoch (`with_epoch`), less the batches
-    this worker skips when a resumed epoch starts inside (its `SkipFirst` stage drops their samples)."""
+    """webdataset's pipeline of sample lists cut to `batches_per_worker` batches per epoch (restarting the shards
+    when they run out), less the first batches this worker skips when a resumed epoch starts inside; only the
+    batches it keeps are transformed and collated (`collate`).
 
-    def __init__(self, *stages: Any, batches_per_worker: int, batch_size: int, epoch: SharedEpoch,
-                 skip: SkipFirst) -> None:
+    Skipping whole batches after grouping keeps a resumed epoch aligned with the uninterrupted one even when the
+    skip spans a restart of the shards (each pass drops its own incomplete last batch)."""
+
+    def __init__(self, *stages: Any, batches_per_worker: int, epoch: SharedEpoch,
+                 collate: Callable[[list[Any]], Batch]) -> None:
         super().__init__(*stages)
         self.with_epoch(nbatches=batches_per_worker)
-        self.batches_per_worker, self.batch_size, self.epoch, self.skip = batches_per_worker, batch_size, epoch, skip
+        self.batches_per_worker, self.epoch, self.collate = batches_per_worker, epoch, collate
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Batch]:
         skipped = self.epoch.skipped_batches_per_worker()
-        self.skip.remaining = skipped * self.batch_size
-        self.nsamples = self.batches_per_worker - skipped  # >= 1: a resume point lies inside the epoch
-        return super().__iter__()
+        return map(self.collate, islice(self.iterator(), skipped, self.batches_per_worker))
 
 
 def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transform: Callable[[Any], torch.Tensor],
@@ -147,7 +149,6 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
                   EpochShuffle(*SHARD_SHUFFLE, seed=spec.seed, epoch=epoch),
                   partial(split_by_rank, rank=spec.rank, world_size=spec.world_size),
                   wds.split_by_worker]
-    skip = SkipFirst()
     return EpochPipeline(
         *shards,
         # wds.tarfile_to_samples, with each shard closed once read
@@ -158,11 +159,10 @@ def build_pipeline(spec: WebDatasetSpec, urls: list[str], data_size: int, transf
         EpochShuffle(*SAMPLE_SHUFFLE, seed=spec.seed, epoch=epoch, rank=spec.rank),
         wds.decode(decode_rgb, handler=skipped),
         wds.to_tuple(";".join(IMAGE_EXTENSIONS), "txt", "__key__", "__url__", handler=skipped),
-        skip,
         wds.map(KeyToId(data_size)),
-        wds.batched(spec.batch_size, collation_fn=TransformingCollate(transform, TokenizingCollate(tokenizer)),
-                    partial=False),
-        batches_per_worker=batches_per_worker, batch_size=spec.batch_size, epoch=epoch, skip=skip,
+        wds.batched(spec.batch_size, collation_fn=None, partial=False),
+        batches_per_worker=batches_per_worker, epoch=epoch,
+        collate=TransformingCollate(transform, TokenizingCollate(tokenizer), spec.seed, epoch),
     )
 
 
@@ -173,7 +173,7 @@ class WebDatasetParts(NamedTuple):
 
 def create_webdataset_loader(spec: WebDatasetSpec, transform: Callable[[Any], torch.Tensor],
                              tokenizer: Tokenizer) -> WebDatasetParts:
-    """Check the shards, size the state, and build the loader that yields `(images, tokens, ids, ids)`."""
+    """Check the shards, size the state, and build the loader that yields `Batch(images, tokens, ids)`."""
     urls = expand_shards(spec.shards)
     readers = max(spec.workers, 1) * spec.world_size
     if not spec.resampled and len(urls) < readers:

@@ -24,6 +24,7 @@ from webdataset.utils import make_seed
 
 from dataset.errors import DataError
 from dataset.images import MAX_IMAGE_PIXELS  # also sets the PIL policy of every dataset (truncated JPEGs load)
+from dataset.sample_rng import transform_sample
 from dataset.webdataset_shards import sample_id
 
 logger = logging.getLogger(__name__)
@@ -57,21 +58,6 @@ class SharedEpoch:
 
     def skipped_batches_per_worker(self) -> int:
         return self._skip.value
-
-
-class SkipFirst:
-    """Drop the next `remaining` items that reach this stage (set by `EpochPipeline` at each epoch start: the
-    decoded samples of the batches a resumed epoch already trained on), so repeats within the epoch drop nothing."""
-
-    def __init__(self) -> None:
-        self.remaining = 0
-
-    def __call__(self, src: Iterable[Any]) -> Iterator[Any]:
-        for item in src:
-            if self.remaining > 0:
-                self.remaining -= 1
-                continue
-            yield item
 
 
 class SkipCounter:
@@ -187,12 +173,16 @@ class KeyToId:
 
 
 class TransformingCollate:
-    """Apply the training transform to a batch's images, then collate. Transforming here rather than per
-    sample matters for exact resume: wds.batched reads the next batch's first sample before it yields a
-    batch, so a per-sample transform would draw that sample's augmentation from the RNG one batch early."""
+    """Apply the training transform to a batch's images, then collate. Each image draws from RNGs seeded by
+    (seed, shared epoch, sample id) (`dataset.sample_rng`), so its augmentation does not depend on the worker
+    layout or on what the worker did before (a sample met twice in one epoch is augmented alike). Transforming
+    whole batches after the skip of a resumed epoch leaves the batches it drops unaugmented."""
 
-    def __init__(self, transform: Callable[[Any], torch.Tensor], collate: Callable[[list[Any]], Any]) -> None:
-        self.transform, self.collate = transform, collate
+    def __init__(self, transform: Callable[[Any], torch.Tensor], collate: Callable[[list[Any]], Any], seed: int,
+                 epoch: SharedEpoch) -> None:
+        self.transform, self.collate, self.seed, self.epoch = transform, collate, seed, epoch
 
     def __call__(self, batch: list[tuple[Any, str, int, int]]) -> Any:
-        return self.collate([(self.transform(image), *rest) for image, *rest in batch])
+        epoch = self.epoch.get()
+        return self.collate([(transform_sample(self.transform, image, self.seed, epoch, sample_id), caption,
+                              sample_id, pair_id) for image, caption, sample_id, pair_id in batch])

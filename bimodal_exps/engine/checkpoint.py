@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import crashpoints
-
 FORMAT_VERSION = 1
 # Keys every training checkpoint holds (what `--resume` needs), and the ones it may hold besides.
-RESUME_KEYS = frozenset({"format_version", "model", "loss", "optimizer", "optimizers_extra", "scheduler", "scaler",
-                         "rng", "epoch", "step", "args"})
+RESUME_KEYS = frozenset({"format_version", "model", "loss", "optimizer", "optimizers_extra", "scaler", "rng", "epoch",
+                         "step", "args"})
 OPTIONAL_KEYS = frozenset({
     "mid_epoch",  # written inside an epoch: iteration, steps_per_epoch, world_size, batch_size, per-rank RNG
+    "scheduler",  # timm scheduler state, written by earlier versions; unused (the lr follows from the position)
 })
 NUMBERED_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pth")
 
@@ -73,7 +72,6 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        crashpoints.during_save()
         os.replace(tmp_name, path)
     except (OSError, RuntimeError) as error:
         _discard(tmp_name)

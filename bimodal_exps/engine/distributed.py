@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from models.gcl.collectives import rank_and_world
+
 DEFAULT_PORT_BASE = 20000  # MASTER_PORT under srun: DEFAULT_PORT_BASE + job id mod 20000 (jobs sharing a node differ)
 
 
@@ -140,12 +142,26 @@ def init_distributed(want: bool | None, device_type: str, world_size_flag: int |
                                     f"drop --no-distributed or launch a single process")
     if env.launcher == "slurm":
         os.environ.update(slurm_rendezvous(os.environ, env))
+    join_group(env, device_type, dist_url, timeout_s)
+    return env
+
+
+def join_group(env: DistEnv, device_type: str, init_method: str, timeout_s: float) -> None:
+    """Join the default process group as `env.rank` of `env.world_size`: nccl on CUDA (this process on its
+    `local_device`), gloo on CPU; `timeout_s` bounds every collective."""
     if device_type == "cuda":
         torch.cuda.set_device(local_device(env, device_type))
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=dist_url,
-                            rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
-    return env
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=init_method,
+                            rank=env.rank, world_size=env.world_size, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device,
+             find_unused_parameters: bool = False) -> torch.nn.parallel.DistributedDataParallel:
+    """DDP over `module` on this process's device. Buffers are broadcast once, at construction, and never in
+    forward (`forward_sync_buffers=False`), so per-sample loss state stays each rank's own."""
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False,
+        find_unused_parameters=find_unused_parameters)
 
 
 def silence_non_main(env: DistEnv) -> None:
@@ -174,15 +190,9 @@ def abort_process(exit_code: int) -> None:
     os._exit(exit_code)
 
 
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the current process group, (0, 1) when there is none."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def barrier() -> None:
-    if world()[1] > 1:
+    """Wait for every rank (nothing in a single process)."""
+    if rank_and_world()[1] > 1:
         dist.barrier()
 
 
@@ -194,14 +204,14 @@ def _rows_per_rank(total: int, world_size: int, align: int) -> int:
 def shard_range(total: int, align: int = 1) -> range:
     """Contiguous slice of `range(total)` owned by this rank; every slice but the last holds a multiple
     of `align` rows, so batches of `align` rows are the same as in a single process (exact evaluation)."""
-    rank, world_size = world()
+    rank, world_size = rank_and_world()
     per_rank = _rows_per_rank(total, world_size, align)
     return range(min(rank * per_rank, total), min((rank + 1) * per_rank, total))
 
 
 def gather_shards(local: torch.Tensor, total: int, align: int = 1) -> torch.Tensor:
     """Concatenate the per-rank shards of `shard_range(total, align)` back into `total` rows (one all_gather)."""
-    _, world_size = world()
+    _, world_size = rank_and_world()
     if world_size == 1:
         return local
     per_rank = _rows_per_rank(total, world_size, align)
@@ -214,15 +224,9 @@ def gather_shards(local: torch.Tensor, total: int, align: int = 1) -> torch.Tens
 
 def broadcast_from_main(value: Any) -> Any:
     """Rank 0's `value` (picklable) on every rank; a collective, so it also waits for rank 0."""
-    if world()[1] == 1:
+    if rank_and_world()[1] == 1:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
-
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if world()[1] > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values

@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.zeroshot import ZeroShotBenchmark
 from engine.checkpoint import NonFiniteModel
-from engine.distributed import all_reduce_sum, gather_shards, shard_range
+from engine.distributed import gather_shards, shard_range
 from engine.metrics import retrieval_metrics, topk_correct
+from models.gcl.collectives import all_reduce_sum
 
 Tokenizer = Callable[[list[str]], dict[str, torch.Tensor]]
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
-from engine.distributed import all_reduce_sum
+from models.gcl.collectives import all_reduce_sum
 
 
 class RunningMeans:

@@ -20,7 +20,7 @@ LEGACY_WARMUP_BLOCK = 100  # iterations per warm-up step of the legacy schedule
 @dataclass
 class Optimizers:
     """The main optimiser and, when the loss has "own" parameter groups (TempNet's networks, FastCLIP v3's
-    τ), a separate Adam over them whose learning rate the loss's `own_lr` rule sets at every epoch start."""
+    τ), a separate Adam over them whose learning rate follows the loss's `own_lr(initial_lr, epoch)` rule."""
 
     main: torch.optim.Optimizer
     own: torch.optim.Optimizer | None = None
@@ -28,12 +28,6 @@ class Optimizers:
 
     def all(self) -> list[torch.optim.Optimizer]:
         return [opt for opt in (self.main, self.own) if opt is not None]
-
-    def start_epoch(self, epoch: int) -> None:
-        """Set each own group's lr to the loss's rule applied to the group's initial lr."""
-        if self.own is not None and self.own_lr is not None:
-            for group in self.own.param_groups:
-                group["lr"] = self.own_lr(group["initial_lr"], epoch)
 
 
 def create_optimizers(model: torch.nn.Module, loss_fn: torch.nn.Module, opt: str, lr: float, weight_decay: float,
@@ -59,11 +53,18 @@ def create_optimizers(model: torch.nn.Module, loss_fn: torch.nn.Module, opt: str
 
 
 class LRSchedule:
-    """Drives a timm scheduler with the legacy (block warm-up, per-epoch cosine) or per-step semantics."""
+    """The learning rate of every parameter group as a function of the position (epoch, step) alone.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, mode: str, sched: str, epochs: int, steps_per_epoch: int,
+    `apply(epoch, iteration)` runs before each optimiser step (the training loop calls it between the
+    forward and the backward pass of a step that is not skipped): the main optimiser's groups follow the timm
+    schedule (legacy or per-step semantics), the "own" groups the loss's `own_lr(initial_lr, epoch)`. Nothing
+    depends on the calls before, so a resumed run (at an epoch boundary or inside an epoch) needs no replay.
+    """
+
+    def __init__(self, optimizers: Optimizers, mode: str, sched: str, epochs: int, steps_per_epoch: int,
                  lr_min: float, warmup_lr: float, warmup_epochs: int = 0, warmup_steps: int = 0,
                  decay_rate: float = 1.0):
+        self.optimizers = optimizers
         self.mode = mode
         self.warmup_epochs = warmup_epochs
         self.steps_per_epoch = steps_per_epoch
@@ -74,41 +75,28 @@ class LRSchedule:
             num = max(epochs * steps_per_epoch - warmup, 1)
         else:
             raise ValueError(f"unknown lr schedule mode {mode!r} (choices: legacy, step)")
-        self.scheduler, _ = create_scheduler_v2(optimizer, sched=sched, num_epochs=num, warmup_epochs=warmup,
+        self.scheduler, _ = create_scheduler_v2(optimizers.main, sched=sched, num_epochs=num, warmup_epochs=warmup,
                                                 warmup_lr=warmup_lr, min_lr=lr_min, warmup_prefix=True,
                                                 decay_rate=decay_rate, cycle_limit=1)
+
+    def position(self, epoch: int, iteration: int) -> int:
+        """The timm scheduler's time index for step `iteration` (0-based) of `epoch`.
+
+        `step`: the global step. `legacy` (ALBEF family): in epoch 0 the warm-up advances one block after
+        steps 0, 100, 200, … (`--warmup_epochs` blocks at most), so step i uses block ⌊(i − 1)/100⌋; from
+        epoch 1 on one cosine value per epoch, at index epoch + warmup_epochs.
+        """
+        if self.mode == "step":
+            return epoch * self.steps_per_epoch + iteration
+        if epoch > 0:
+            return epoch + self.warmup_epochs
+        return min(max(iteration - 1, 0) // LEGACY_WARMUP_BLOCK, self.warmup_epochs)
+
+    def apply(self, epoch: int, iteration: int) -> None:
+        """Set the learning rate of every parameter group for step `iteration` of `epoch`."""
         if self.scheduler is not None:
-            self.scheduler.step(0)
-
-    def start_epoch(self, epoch: int) -> None:
-        """Set the learning rate an epoch starts with (also what a resumed run needs)."""
-        if self.scheduler is None:
-            return
-        if self.mode == "legacy":
-            self.scheduler.step(epoch + self.warmup_epochs if epoch > 0 else 0)
-        else:
-            self.scheduler.step(epoch * self.steps_per_epoch)
-
-    def resume_at(self, epoch: int, iterations_done: int = 0) -> None:
-        """Set the learning rate of step `iterations_done` of `epoch`, as if `start_epoch` and the
-        `after_step` calls of the steps before it had run (the schedule is a function of the position, so a
-        mid-epoch resume needs no replay). `iterations_done = 0` is `start_epoch`."""
-        self.start_epoch(epoch)
-        if self.scheduler is None or iterations_done == 0:
-            return
-        if self.mode == "legacy":
-            if epoch == 0:  # the last warm-up block boundary passed so far
-                self.scheduler.step(min((iterations_done - 1) // LEGACY_WARMUP_BLOCK, self.warmup_epochs))
-        else:
-            self.scheduler.step(epoch * self.steps_per_epoch + iterations_done)
-
-    def after_step(self, epoch: int, iteration: int) -> None:
-        """Update after optimiser step `iteration` (0-based, within `epoch`)."""
-        if self.scheduler is None:
-            return
-        if self.mode == "legacy":
-            block, offset = divmod(iteration, LEGACY_WARMUP_BLOCK)
-            if epoch == 0 and offset == 0 and block <= self.warmup_epochs:
-                self.scheduler.step(block)
-        else:
-            self.scheduler.step(epoch * self.steps_per_epoch + iteration + 1)
+            self.scheduler.step(self.position(epoch, iteration))
+        own, own_lr = self.optimizers.own, self.optimizers.own_lr
+        if own is not None and own_lr is not None:
+            for group in own.param_groups:
+                group["lr"] = own_lr(group["initial_lr"], epoch)

@@ -19,6 +19,8 @@ from types import FrameType
 import torch
 import torch.distributed as dist
 
+from models.gcl.collectives import rank_and_world
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -47,8 +49,7 @@ class StopSignal:
     def install(self) -> StopSignal:
         """Take over the signals (main thread only). Under nccl the agreement runs on a gloo side group, so
         it never waits for the GPU stream."""
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if distributed and dist.get_backend() != "gloo":
+        if rank_and_world()[1] > 1 and dist.get_backend() != "gloo":
             self._group = dist.new_group(backend="gloo")
         for signum in self.signals:
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -68,7 +69,7 @@ class StopSignal:
 
     def requested(self) -> int:
         """Signal number every rank agrees to stop for (the largest received), 0 to go on."""
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if rank_and_world()[1] == 1:
             return self.received
         flag = torch.tensor([self.received], dtype=torch.int64)
         if self._group is None and dist.get_backend() != "gloo":

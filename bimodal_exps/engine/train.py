@@ -1,9 +1,9 @@
-"""One training epoch: AMP forward, non-finite guard, backward, optimiser/scheduler steps, progress bar.
+"""One training epoch: learning rates, AMP forward, non-finite guard, backward, optimiser steps, progress bar.
 
 An epoch may start after its first k steps (mid-epoch resume): the loader then yields only the remaining
-batches, and the RNG state saved after step k is restored once the loader's iterator exists (creating it
-draws the DataLoader's base seed from the torch RNG), so the remaining batches see the same augmentation
-draws as in an uninterrupted run (DataLoader workers 0; workers keep their own RNG streams).
+batches. Augmentations are seeded per sample by the data layer (`dataset.sample_rng`), whatever the number of
+DataLoader workers, and creating the loader's iterator leaves the global RNG untouched; a resumed epoch then
+restores the global RNG state saved after step k (any other random draws of the steps).
 """
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from dataset.collate import Batch
+from dataset.sample_rng import iter_keeping_rng
 from engine.checkpoint import restore_rng_state
-from engine.distributed import world
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
+from engine.runtime import autocast, finite_on_every_rank
 
 
 @dataclass
@@ -59,20 +61,11 @@ class TooManySkippedSteps(RuntimeError):
         return text
 
 
-def _to_device(batch, device: torch.device):
-    images, tokens, _, pair_ids = batch
+def _to_device(batch: Batch, device: torch.device) -> Batch:
     non_blocking = device.type == "cuda"
-    return (images.to(device, non_blocking=non_blocking),
-            {k: v.to(device, non_blocking=non_blocking) for k, v in tokens.items()},
-            pair_ids.to(device, non_blocking=non_blocking))
-
-
-def _finite_on_every_rank(loss: torch.Tensor) -> bool:
-    """True when the loss is finite on all ranks: every rank must take the same skip decision (no DDP hang)."""
-    finite = torch.isfinite(loss.detach()).float()
-    if world()[1] > 1:
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    return bool(finite.item())
+    return Batch(batch.images.to(device, non_blocking=non_blocking),
+                 {k: v.to(device, non_blocking=non_blocking) for k, v in batch.texts.items()},
+                 batch.ids.to(device, non_blocking=non_blocking))
 
 
 def _backward_and_step(loss: torch.Tensor, optimizers: Optimizers, scaler: torch.amp.GradScaler,
@@ -94,12 +87,11 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     the steps run here (synchronised over ranks). `on_step_end(epoch, iterations_done)` runs after every
     step, skipped ones included; a stop request is honoured right after it."""
     task.train()
-    optimizers.start_epoch(epoch)
     params = [p for group in optimizers.main.param_groups for p in group["params"]]
     meters = RunningMeans()
     skipped = torch.zeros((), device=config.device)
     consecutive_skips = 0
-    batches = iter(loader)
+    batches = iter_keeping_rng(loader)
     if start.rng is not None:
         restore_rng_state(start.rng)
     progress = tqdm(batches, desc=f"epoch {epoch}", total=start.iteration + len(loader), initial=start.iteration,
@@ -107,15 +99,16 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     samples, started = 0, time.perf_counter()
     for iteration, batch in enumerate(progress, start=start.iteration):
         images, tokens, ids = _to_device(batch, config.device)
-        with torch.autocast(config.device.type, dtype=config.amp_dtype or torch.float32,
-                            enabled=config.amp_dtype is not None):
+        with autocast(config.device, config.amp_dtype):
             out = task(images, tokens, ids)
         for opt in optimizers.all():
             opt.zero_grad(set_to_none=True)
-        if _finite_on_every_rank(out.loss):
+        if finite_on_every_rank(out.loss):
             consecutive_skips = 0
+            # set here, right after the host has waited for the forward: an lr rule that reads the device
+            # (FastCLIP v3's τ threshold) then stalls nothing
+            schedule.apply(epoch, iteration)
             _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip)
-            schedule.after_step(epoch, iteration)
             meters.update({"loss": out.loss, **out.stats})
             samples += images.shape[0]
             if config.show_progress and (iteration % config.log_every == 0 or iteration == len(progress) - 1):

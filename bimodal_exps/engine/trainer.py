@@ -3,33 +3,33 @@
 Checkpoints record the position of the run: `epoch` (epochs done) and, when written inside an epoch
 (`--save_every_steps`, a stop signal, too many non-finite losses), `mid_epoch` with the steps done in it
 and every rank's RNG state. Resuming such a checkpoint skips the batches already trained on (the sampler
-order is a function of seed and epoch), sets the learning rate of that step and restores the RNG, so the
-run ends with the same weights as an uninterrupted one (DataLoader workers 0). The epoch's logged train
-statistics then average only the steps after the resume point.
+order is a function of seed and epoch) and restores the RNG; the learning rates are a function of the
+position alone (`engine.optim.LRSchedule.apply`) and need nothing restored. The run ends with the same
+weights as an uninterrupted one, for any number of DataLoader workers (augmentations are seeded per sample,
+`dataset.sample_rng`). The epoch's logged train statistics then average only the steps after the resume point.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine import crashpoints
 from engine.checkpoint import (FORMAT_VERSION, CheckpointError, NonFiniteModel, capture_rng_state,
                                check_resume_keys, first_non_finite, link_atomic, load_checkpoint, load_state_strict,
                                prune_numbered, refuse_non_finite, remove_stale_temporaries, restore_rng_state,
                                save_atomic)
-from engine.distributed import barrier, world
+from engine.distributed import barrier
 from engine.evaluation import EvalSuite
 from engine.logger import append_jsonl, format_results_table, write_eval_logs
 from engine.optim import LRSchedule, Optimizers
 from engine.preemption import Preempted
+from engine.runtime import seed_everything
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
+from models.gcl.collectives import rank_and_world
 
 
 @runtime_checkable
@@ -39,13 +39,6 @@ class MidEpochSampler(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
     def start_at_batch(self, batch: int) -> None: ...
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -88,7 +81,6 @@ def checkpoint_payload(run: Run, epochs_done: int, iteration: int = 0) -> dict[s
         "loss": run.loss_fn.state_dict(),
         "optimizer": run.optimizers.main.state_dict(),
         "optimizers_extra": {"own": run.optimizers.own.state_dict()} if run.optimizers.own else {},
-        "scheduler": run.schedule.scheduler.state_dict() if run.schedule.scheduler else {},
         "scaler": run.scaler.state_dict(),
         "rng": capture_rng_state(),
         "epoch": epochs_done,
@@ -98,7 +90,8 @@ def checkpoint_payload(run: Run, epochs_done: int, iteration: int = 0) -> dict[s
 
 
 def resume(run: Run, path: str) -> None:
-    """Restore model, loss state, optimisers, scheduler, scaler, RNG and position from `path`."""
+    """Restore model, loss state, optimisers, scaler, RNG and position from `path` (the learning rates follow
+    from the position)."""
     ckpt = load_checkpoint(path)
     check_resume_keys(ckpt, path)
     load_state_strict(run.model, ckpt["model"], "model", path)
@@ -107,8 +100,6 @@ def resume(run: Run, path: str) -> None:
         run.optimizers.main.load_state_dict(ckpt["optimizer"])
         if run.optimizers.own is not None:
             run.optimizers.own.load_state_dict(ckpt["optimizers_extra"]["own"])
-        if run.schedule.scheduler is not None and ckpt.get("scheduler"):
-            run.schedule.scheduler.load_state_dict(ckpt["scheduler"])
         run.scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])
         run.start_epoch = int(ckpt["epoch"])
@@ -131,7 +122,7 @@ def _resume_point(run: Run, mid_epoch: dict[str, Any] | None, path: str) -> Epoc
     (same batches per epoch, world size and batch size, a sampler that can skip), else at its first batch."""
     if mid_epoch is None:
         return EpochStart()
-    rank, world_size = world()
+    rank, world_size = rank_and_world()
     saved = (mid_epoch["steps_per_epoch"], mid_epoch["world_size"], mid_epoch["batch_size"],
              mid_epoch.get("order_key", ""))
     here = (run.steps_per_epoch, world_size, run.args.get("batch_size_train"), _order_key(run.sampler))
@@ -177,7 +168,7 @@ def _save(run: Run, epochs_done: int, numbered: bool) -> None:
 def _rng_of_every_rank() -> list[dict[str, Any]]:
     """The RNG states of all ranks, indexed by rank (a collective under torch.distributed)."""
     state = capture_rng_state()
-    _, world_size = world()
+    _, world_size = rank_and_world()
     if world_size == 1:
         return [state]
     states: list[Any] = [None] * world_size
@@ -193,7 +184,7 @@ def save_position(run: Run, epoch: int, iteration: int) -> Path:
     check_finite_weights(run, f"at epoch {epoch}, iteration {iteration}")
     last = run.output_dir / "checkpoint_last.pth"
     rng = _rng_of_every_rank()
-    if world()[0] == 0:
+    if rank_and_world()[0] == 0:
         payload = checkpoint_payload(run, epoch, iteration)
         payload["mid_epoch"] = {"iteration": iteration, "steps_per_epoch": run.steps_per_epoch,
                                 "world_size": len(rng), "batch_size": run.args.get("batch_size_train"), "rng": rng,
@@ -206,7 +197,7 @@ def save_position(run: Run, epoch: int, iteration: int) -> Path:
 def save_interrupted(run: Run, stop: Preempted) -> None:
     """Write `checkpoint_last.pth` after `stop.iteration` steps of epoch `stop.epoch` (all ranks call this)."""
     path = save_position(run, stop.epoch, stop.iteration)
-    if world()[0] == 0:
+    if rank_and_world()[0] == 0:
         print(f"{stop}: wrote {path}")
 
 
@@ -215,13 +206,12 @@ def _after_step(run: Run, epoch: int, iterations_done: int) -> None:
     global_step = epoch * run.steps_per_epoch + iterations_done
     if run.save_every_steps and global_step % run.save_every_steps == 0 and iterations_done < run.steps_per_epoch:
         save_position(run, epoch, iterations_done)
-    crashpoints.after_step(global_step)
 
 
 def evaluate_and_log(run: Run, epoch_record: dict[str, Any]) -> dict[str, float]:
     """Evaluate the unwrapped model; rank 0 appends the legacy JSON-lines logs."""
     retrieval, zeroshot = run.evaluator.run(run.model)
-    if world()[0] == 0:
+    if rank_and_world()[0] == 0:
         write_eval_logs(run.output_dir, retrieval, zeroshot, epoch_record["epoch"], run.evaluator.zeroshot_name)
     return {**{f"val_{k}": v for k, v in retrieval.items()}, **zeroshot}
 
@@ -238,7 +228,7 @@ def warn_if_tau_at_floor(loss_fn: torch.nn.Module, epoch: int) -> bool:
 
 def fit(run: Run) -> dict[str, float]:
     """Train epochs [start_epoch, epochs); return the final evaluation metrics."""
-    rank, _ = world()
+    rank, _ = rank_and_world()
     if rank == 0 and (stale := remove_stale_temporaries(run.output_dir)):
         print(f"removed {len(stale)} incomplete checkpoint file(s) left by an interrupted save")
     final_metrics: dict[str, float] = {}
@@ -250,7 +240,6 @@ def fit(run: Run) -> dict[str, float]:
         if start.iteration:
             run.sampler.start_at_batch(start.iteration)
         run.loss_fn.set_epoch(epoch, run.epochs)
-        run.schedule.resume_at(epoch, start.iteration)
         try:
             train_stats = train_one_epoch(run.task, run.loader, run.optimizers, run.schedule, run.scaler, epoch,
                                           run.step_config, start, partial(_after_step, run))

@@ -82,7 +82,7 @@ def test_empty_very_long_and_non_ascii_captions_tokenise_to_the_usual_shape(tmp_
     texts = [dataset[i][1] for i in range(3)]
     assert texts[0] == "" and texts[1] == " ".join(["word"] * 30)
     assert texts[2] == "ein café in zürich — 東京の猫 🐈 naïve"
-    images_, tokens, _, pair_ids = TokenizingCollate(create_tokenizer(tiny_model_config()))(
+    images_, tokens, pair_ids = TokenizingCollate(create_tokenizer(tiny_model_config()))(
         [dataset[i] for i in range(3)])
     assert tokens["input_ids"].shape == (3, 32) and images_.shape == (3, 3, 8, 8)
     assert torch.equal(pair_ids, torch.tensor([0, 1, 2]))

@@ -24,16 +24,16 @@ def _batch():
 
 
 def test_collate_keeps_captions():
-    images, captions, image_index, pair_index = collate_image_text(_batch())
-    assert images.shape == (2, 3, 4, 4) and captions == ["a cat", "two dogs"]
-    assert image_index.dtype == pair_index.dtype == torch.int64 and pair_index.tolist() == [5, 6]
+    batch = collate_image_text(_batch())
+    assert batch.images.shape == (2, 3, 4, 4) and batch.texts == ["a cat", "two dogs"]
+    assert batch.ids.dtype == torch.int64 and batch.ids.tolist() == [5, 6]             # pair ids, not image ids
 
 
 def test_tokenizing_collate_is_picklable_and_tokenises():
     collate = pickle.loads(pickle.dumps(TokenizingCollate(LengthTokenizer())))
-    _, tokens, _, pair_index = collate(_batch())
-    assert tokens["input_ids"].shape == (2, 8) and tokens["attention_mask"].sum().item() == 13
-    assert pair_index.tolist() == [5, 6]
+    batch = collate(_batch())
+    assert batch.texts["input_ids"].shape == (2, 8) and batch.texts["attention_mask"].sum().item() == 13
+    assert batch.ids.tolist() == [5, 6]
 
 
 def test_dataloader_workers_tokenise(shapes_demo):
@@ -41,6 +41,5 @@ def test_dataloader_workers_tokenise(shapes_demo):
     loader = DataLoader(dataset, batch_size=8, num_workers=1, collate_fn=TokenizingCollate(LengthTokenizer()))
     batches = list(loader)
     assert len(batches) == SMALL["num_train"] // 8
-    images, tokens, _, _ = batches[0]
-    assert images.shape == (8, 3, 16, 16) and tokens["input_ids"].dtype == torch.int64
-    assert torch.cat([batch[3] for batch in batches]).tolist() == list(range(SMALL["num_train"]))
+    assert batches[0].images.shape == (8, 3, 16, 16) and batches[0].texts["input_ids"].dtype == torch.int64
+    assert torch.cat([batch.ids for batch in batches]).tolist() == list(range(SMALL["num_train"]))

@@ -25,14 +25,17 @@ def make(shards, **overrides):
     return create_webdataset_loader(WebDatasetSpec(**settings), build_train_transform(IMAGE_RES), CaptionLength())
 
 
-def epoch_ids(parts, epoch: int) -> list[int]:
+def epoch_batches(parts, epoch: int) -> list:
     parts.loader.set_epoch(epoch)
-    ids = []
-    for images, tokens, image_ids, pair_ids in parts.loader:
-        assert images.shape == (BATCH, 3, IMAGE_RES, IMAGE_RES) and tokens["input_ids"].shape == (BATCH, 1)
-        assert image_ids.dtype == torch.int64 and torch.equal(image_ids, pair_ids)
-        ids += pair_ids.tolist()
-    return ids
+    batches = list(parts.loader)
+    for batch in batches:
+        assert batch.images.shape == (BATCH, 3, IMAGE_RES, IMAGE_RES) and batch.texts["input_ids"].shape == (BATCH, 1)
+        assert batch.ids.dtype == torch.int64
+    return batches
+
+
+def epoch_ids(parts, epoch: int) -> list[int]:
+    return [i for batch in epoch_batches(parts, epoch) for i in batch.ids.tolist()]
 
 
 def test_ids_are_the_keys_and_the_corrupt_sample_is_skipped_and_counted(shards, capsys):
@@ -47,9 +50,9 @@ def test_ids_are_the_keys_and_the_corrupt_sample_is_skipped_and_counted(shards, 
 def test_captions_travel_with_their_keys(shards):
     parts = make(shards)
     parts.loader.set_epoch(0)
-    _, tokens, _, ids = next(iter(parts.loader))
-    expected = [len(shards.keys[key]) for key in ids.tolist()]
-    assert tokens["input_ids"][:, 0].tolist() == expected
+    batch = next(iter(parts.loader))
+    expected = [len(shards.keys[key]) for key in batch.ids.tolist()]
+    assert batch.texts["input_ids"][:, 0].tolist() == expected
 
 
 def test_two_ranks_see_disjoint_halves_of_the_epoch(shards):
@@ -75,6 +78,15 @@ def test_persistent_workers_split_the_shards_and_follow_the_epoch(shards):
     assert first != second
     assert parts.loader.skipped.value == 1   # counted across worker processes
     assert epoch_ids(make(shards, workers=2), 1) == second   # the workers saw epoch 1, not a re-run of epoch 0
+
+
+def test_augmentations_follow_seed_epoch_and_key_not_the_process(shards):
+    in_process, one_worker = epoch_batches(make(shards), 1), epoch_batches(make(shards, workers=1), 1)
+    assert all(torch.equal(a.ids, b.ids) and torch.equal(a.images, b.images)
+               for a, b in zip(in_process, one_worker, strict=True))
+    other_epoch = {i: image for batch in epoch_batches(make(shards), 2) for i, image in zip(batch.ids.tolist(), batch.images)}
+    assert not any(torch.equal(image, other_epoch[i]) for batch in in_process
+                   for i, image in zip(batch.ids.tolist(), batch.images))
 
 
 def test_batches_per_epoch_follow_the_formula(shards):
@@ -116,13 +128,27 @@ def test_too_few_shards_for_the_readers_is_an_error(shards):
 
 @pytest.mark.parametrize("workers, start", [(0, 3), (2, 4), (2, 5)])
 def test_an_epoch_resumed_at_batch_k_yields_the_rest_of_the_same_epoch(shards, workers, start):
-    full = epoch_ids(make(shards, workers=workers), 1)
+    full = epoch_batches(make(shards, workers=workers), 1)
     parts = make(shards, workers=workers)
     parts.loader.set_epoch(1)
     parts.loader.start_at_batch(start)
     assert len(parts.loader) == 8 - start
-    rest = [i for _, _, _, ids in parts.loader for i in ids.tolist()]
-    assert rest == full[start * BATCH:]
+    rest = list(parts.loader)
+    assert [i for batch in rest for i in batch.ids.tolist()] == [i for batch in full[start:] for i in batch.ids.tolist()]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(rest, full[start:], strict=True))  # same augmentations
     assert epoch_ids(parts, 2) == epoch_ids(make(shards, workers=workers), 2)  # the next epoch is whole again
     with pytest.raises(ValueError, match="cannot start at batch 8"):
         parts.loader.start_at_batch(8)
+
+
+def test_a_resume_past_a_restart_of_the_shards_continues_the_same_batches(shards):
+    # batches of 3 from 32 samples: each pass over the shards ends with 2 dropped samples, batch 12 is in pass 2
+    def batches(start: int) -> list:
+        parts = make(shards, batch_size=3, num_samples=45)
+        parts.loader.set_epoch(1)
+        parts.loader.start_at_batch(start)
+        return list(parts.loader)
+
+    full, rest = batches(0), batches(12)
+    assert len(full) == 15 and [b.ids.tolist() for b in rest] == [b.ids.tolist() for b in full[12:]]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(rest, full[12:], strict=True))

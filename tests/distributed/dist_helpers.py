@@ -15,10 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 CLIP = str(REPO / "bimodal_exps" / "clip.py")
 INJECT = str(Path(__file__).resolve().parent / "inject_clip.py")
+CRASH_CLIP = str(REPO / "tests" / "crash_clip.py")  # clip.py with a CRASH=<place>:<n> SIGKILL
 TINY = ["--image_encoder", "test_vit", "--image_res", "32", "--text_encoder", "Transformer", "--text_width", "64",
         "--text_heads", "2", "--text_layers", "2", "--context_length", "32", "--embed_dim", "32", "--workers", "0",
         "--val_workers", "0", "--no-progress"]
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NGPUS", "DRY_RUN", "INJECT",
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "NGPUS", "DRY_RUN", "INJECT", "CRASH",
                  "TORCHELASTIC_RUN_ID", "GROUP_RANK", "LOCAL_WORLD_SIZE")
 
 

@@ -123,6 +123,6 @@ def test_cpu_device_and_single_shard():
 def test_shards_are_whole_batches_and_cover_everything(monkeypatch, total, align, world, expected):
     shards = []
     for rank in range(world):
-        monkeypatch.setattr(distributed, "world", lambda rank=rank: (rank, world))
+        monkeypatch.setattr(distributed, "rank_and_world", lambda rank=rank: (rank, world))
         shards.append(shard_range(total, align))
     assert shards == expected

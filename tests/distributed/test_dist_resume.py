@@ -6,8 +6,7 @@ import signal
 
 import torch
 
-from dist_helpers import TINY, data_flags, load_checkpoint, run_fake_srun
-from engine.crashpoints import KILL_AT_STEP
+from dist_helpers import CRASH_CLIP, TINY, data_flags, load_checkpoint, run_fake_srun
 
 STEPS_PER_EPOCH = 256 // (2 * 16)
 
@@ -24,7 +23,8 @@ def test_two_ranks_killed_mid_epoch_resume_to_the_same_weights(shapes, tmp_path)
     assert reference.codes == [0, 0], reference.output[-3000:]
 
     kill_step = STEPS_PER_EPOCH + 4  # inside the second epoch, right after its mid-epoch checkpoint
-    killed = run_fake_srun(_args(shapes, tmp_path / "killed"), timeout=240, **{KILL_AT_STEP: str(kill_step)})
+    killed = run_fake_srun(_args(shapes, tmp_path / "killed"), timeout=240, script=CRASH_CLIP,
+                           CRASH=f"step:{kill_step}")
     assert killed.codes == [-signal.SIGKILL] * 2, killed.output[-3000:]
     last = load_checkpoint(tmp_path / "killed" / "checkpoint_last.pth")
     assert (last["epoch"], last["step"], last["mid_epoch"]["iteration"]) == (1, kill_step, 4)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from engine.optim import LRSchedule, create_optimizers
+from engine.optim import LRSchedule, Optimizers, create_optimizers
 from models.losses import build_loss
 
 
@@ -12,22 +12,26 @@ def make_optimizer(lr=2e-4):
     return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
 
 
+def apply_at(optimizers, epoch, iteration=0):
+    """Set every group's lr for step `iteration` of `epoch` with a 10-step-per-epoch schedule."""
+    LRSchedule(optimizers, "step", "cosine", 10, 10, lr_min=0.0, warmup_lr=0.0).apply(epoch, iteration)
+
+
 def test_legacy_schedule_matches_the_references_worked_example():
     """pipeline §5.6: E=30, W=5, L=2e-4, Lw=1e-5, Lmin=1e-6."""
     opt = make_optimizer()
-    schedule = LRSchedule(opt, "legacy", "cosine", epochs=30, steps_per_epoch=1000, lr_min=1e-6, warmup_lr=1e-5,
-                          warmup_epochs=5)
-    schedule.start_epoch(0)
+    schedule = LRSchedule(Optimizers(opt), "legacy", "cosine", epochs=30, steps_per_epoch=1000, lr_min=1e-6,
+                          warmup_lr=1e-5, warmup_epochs=5)
     seen = []
     for iteration in range(1000):
+        schedule.apply(0, iteration)
         seen.append(opt.param_groups[0]["lr"])
-        schedule.after_step(0, iteration)
     assert seen[0] == pytest.approx(1e-5) and seen[100] == pytest.approx(1e-5)  # iterations 0..100 at Lw
     for block, expected in enumerate([4.8e-5, 8.6e-5, 1.24e-4, 1.62e-4, 2e-4]):
         assert seen[101 + 100 * block] == pytest.approx(expected), block
     assert seen[999] == pytest.approx(2e-4)
     for epoch in (1, 15, 29):
-        schedule.start_epoch(epoch)
+        schedule.apply(epoch, 500)  # one value per epoch
         expected = 1e-6 + (2e-4 - 1e-6) * (1 + math.cos(math.pi * epoch / 30)) / 2
         assert opt.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9)
     assert opt.param_groups[0]["lr"] == pytest.approx(1.55e-6, rel=1e-2)
@@ -35,26 +39,23 @@ def test_legacy_schedule_matches_the_references_worked_example():
 
 def test_legacy_warmup_is_cut_short_by_a_short_first_epoch():
     opt = make_optimizer()
-    schedule = LRSchedule(opt, "legacy", "cosine", 3, steps_per_epoch=150, lr_min=0.0, warmup_lr=1e-5,
+    schedule = LRSchedule(Optimizers(opt), "legacy", "cosine", 3, steps_per_epoch=150, lr_min=0.0, warmup_lr=1e-5,
                           warmup_epochs=5)
-    schedule.start_epoch(0)
-    for iteration in range(150):
-        schedule.after_step(0, iteration)
+    schedule.apply(0, 149)  # the last step of epoch 0 is still in the second warm-up block
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 + (2e-4 - 1e-5) / 5)
-    schedule.start_epoch(1)  # jumps onto the cosine
+    schedule.apply(1, 0)  # jumps onto the cosine
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-4 * (1 + math.cos(math.pi / 3)) / 2)
 
 
 def test_step_schedule_warms_up_linearly_then_decays_per_iteration():
     opt = make_optimizer()
-    schedule = LRSchedule(opt, "step", "cosine", epochs=2, steps_per_epoch=10, lr_min=0.0, warmup_lr=0.0,
-                          warmup_steps=5)
+    schedule = LRSchedule(Optimizers(opt), "step", "cosine", epochs=2, steps_per_epoch=10, lr_min=0.0,
+                          warmup_lr=0.0, warmup_steps=5)
     lrs = []
     for epoch in range(2):
-        schedule.start_epoch(epoch)
         for iteration in range(10):
+            schedule.apply(epoch, iteration)
             lrs.append(opt.param_groups[0]["lr"])
-            schedule.after_step(epoch, iteration)
     assert lrs[:6] == pytest.approx([0.0, 4e-5, 8e-5, 1.2e-4, 1.6e-4, 2e-4])
     assert all(a > b for a, b in zip(lrs[5:], lrs[6:]))  # strictly decreasing after warm-up
     assert lrs[10] == pytest.approx(2e-4 * (1 + math.cos(math.pi * 5 / 15)) / 2)  # cosine over 15 steps
@@ -85,7 +86,7 @@ def test_weight_decay_skips_biases_norms_and_loss_parameters():
     assert id(loss.temp_gen.weight) not in decay_of
     assert isinstance(optimizers.own, torch.optim.Adam)
     assert optimizers.own.param_groups[0]["lr"] == 3e-5
-    optimizers.start_epoch(2)
+    apply_at(optimizers, 2, 4)
     assert optimizers.own.param_groups[0]["lr"] == pytest.approx(3e-5 * 0.81)
 
 
@@ -97,13 +98,13 @@ def test_fastclip_v0_tau_group_follows_the_main_schedule_at_lr_tau():
     model = torch.nn.Linear(3, 4)
     loss = _fastclip(0, lr_tau=5e-4)
     optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.1)
-    schedule = LRSchedule(optimizers.main, "step", "cosine", epochs=2, steps_per_epoch=10, lr_min=0.0,
+    schedule = LRSchedule(optimizers, "step", "cosine", epochs=2, steps_per_epoch=10, lr_min=0.0,
                           warmup_lr=0.0, warmup_steps=4)
     tau_group = next(g for g in optimizers.main.param_groups if any(p is loss.logit_scale for p in g["params"]))
     model_group = next(g for g in optimizers.main.param_groups if any(p is model.weight for p in g["params"]))
     assert optimizers.own is None and tau_group["weight_decay"] == 0.0
     for step in range(1, 20):
-        schedule.scheduler.step_update(step)
+        schedule.apply(*divmod(step, 10))
         assert tau_group["lr"] == pytest.approx(model_group["lr"] / 2), step  # same warm-up and cosine, half
     default = create_optimizers(model, _fastclip(0), "adamW", lr=1e-3, weight_decay=0.1)
     assert next(g for g in default.main.param_groups if g["params"][0].dim() == 0)["lr"] == 1e-3
@@ -115,32 +116,33 @@ def test_fastclip_v3_tau_has_its_own_adam_at_lr_tau_divided_by_3_below_the_thres
     optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.1)
     assert all(loss.logit_scale is not p for g in optimizers.main.param_groups for p in g["params"])
     assert optimizers.own.param_groups[0]["params"] == [loss.logit_scale]
-    optimizers.start_epoch(0)
+    apply_at(optimizers, 0)
     assert optimizers.own.param_groups[0]["lr"] == 2e-4  # τ = 0.07 > 0.03
     with torch.no_grad():
         loss.logit_scale.fill_(math.log(1 / 0.025))
-    optimizers.start_epoch(5)
+    apply_at(optimizers, 0, 7)  # checked before every step, as the reference does
     assert optimizers.own.param_groups[0]["lr"] == pytest.approx(2e-4 / 3)
     assert create_optimizers(model, _fastclip(3, lr_tau=1e-4), "adamW", 1e-3, 0.1).own.param_groups[0]["lr"] == 1e-4
 
 
 @pytest.mark.parametrize("mode, warmup", [("legacy", {"warmup_epochs": 2}), ("legacy", {"warmup_epochs": 0}),
                                           ("step", {"warmup_steps": 130})])
-def test_resume_at_sets_the_lr_of_an_uninterrupted_run(mode, warmup):
-    """A mid-epoch resume sets, from the position alone, the lr that replaying every step would give."""
+def test_a_resumed_run_gets_the_lr_of_an_uninterrupted_run(mode, warmup):
+    """A fresh schedule (a resumed run) sets, from the position alone, the lr that the uninterrupted run,
+    which applied every step before, has at that step."""
     steps, epochs = 250, 3
     replayed = make_optimizer()
-    schedule = LRSchedule(replayed, mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, **warmup)
+    schedule = LRSchedule(Optimizers(replayed), mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, **warmup)
     expected = {}
     for epoch in range(epochs):
-        schedule.start_epoch(epoch)
         for iteration in range(steps):
+            schedule.apply(epoch, iteration)
             expected[epoch, iteration] = replayed.param_groups[0]["lr"]
-            schedule.after_step(epoch, iteration)
+    assert len(set(expected.values())) >= epochs  # the schedule moves
     for epoch, iteration in [(0, 0), (0, 1), (0, 100), (0, 101), (0, 201), (0, 249), (1, 0), (1, 7), (2, 249)]:
         fresh = make_optimizer()
-        LRSchedule(fresh, mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, **warmup).resume_at(epoch,
-                                                                                                           iteration)
+        LRSchedule(Optimizers(fresh), mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5,
+                   **warmup).apply(epoch, iteration)
         assert fresh.param_groups[0]["lr"] == pytest.approx(expected[epoch, iteration], rel=1e-12), (epoch, iteration)
 
 
@@ -155,7 +157,7 @@ def test_fastclip_lr_tau_scheduler_routes_theta(version, scheduler, target, lr_a
     in_main = any(p is loss.logit_scale for g in optimizers.main.param_groups for p in g["params"])
     assert in_main == (target == "main") and (optimizers.own is None) == (target == "main")
     if lr_at_epoch_3 is not None:
-        optimizers.start_epoch(3)
+        apply_at(optimizers, 3)
         assert optimizers.own.param_groups[0]["lr"] == lr_at_epoch_3
     with pytest.raises(ValueError, match="lr_tau_scheduler"):
         _fastclip(version, lr_tau_scheduler="linear")

@@ -3,6 +3,7 @@ per-step hook, and a mid-epoch start that restores the RNG after the loader's it
 import pytest
 import torch
 
+from dataset.collate import Batch
 from engine.checkpoint import capture_rng_state
 from engine.optim import LRSchedule, Optimizers
 from engine.train import EpochStart, StepConfig, TooManySkippedSteps, train_one_epoch
@@ -22,16 +23,16 @@ class ScaledSquare(torch.nn.Module):
 
 
 def batches(scales):
-    return [(torch.full((2, 1), float(s)), {"input_ids": torch.zeros(2, 1, dtype=torch.long)},
-             torch.zeros(2, dtype=torch.long), torch.tensor([0, 1])) for s in scales]
+    return [Batch(torch.full((2, 1), float(s)), {"input_ids": torch.zeros(2, 1, dtype=torch.long)}, torch.tensor([0, 1]))
+            for s in scales]
 
 
 def run_epoch(scales, max_skips=100, start=EpochStart(), on_step_end=None):
     task = ScaledSquare()
-    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
-    schedule = LRSchedule(optimizer, "step", "constant", 1, len(scales), 0.0, 0.1)
+    optimizers = Optimizers(torch.optim.SGD(task.parameters(), lr=0.1))
+    schedule = LRSchedule(optimizers, "step", "constant", 1, len(scales), 0.0, 0.1)
     config = StepConfig(device=torch.device("cpu"), show_progress=False, max_consecutive_skips=max_skips)
-    stats = train_one_epoch(task, batches(scales), Optimizers(optimizer), schedule,
+    stats = train_one_epoch(task, batches(scales), optimizers, schedule,
                             torch.amp.GradScaler("cpu", enabled=False), 0, config, start, on_step_end)
     return task, stats
 
@@ -78,9 +79,9 @@ def test_mid_epoch_start_numbers_steps_from_there_and_restores_the_rng():
     saved = capture_rng_state()
     expected = [torch.rand(3), torch.rand(3)]
     task, loader, calls = ScaledSquare(), AugmentingLoader(2), []
-    optimizer = torch.optim.SGD(task.parameters(), lr=0.1)
+    optimizers = Optimizers(torch.optim.SGD(task.parameters(), lr=0.1))
     torch.manual_seed(123)                                                    # the epoch-start reseed
-    train_one_epoch(task, loader, Optimizers(optimizer), LRSchedule(optimizer, "step", "constant", 1, 5, 0.0, 0.1),
+    train_one_epoch(task, loader, optimizers, LRSchedule(optimizers, "step", "constant", 1, 5, 0.0, 0.1),
                     torch.amp.GradScaler("cpu", enabled=False), 0,
                     StepConfig(device=torch.device("cpu"), show_progress=False), EpochStart(3, saved),
                     lambda epoch, iterations_done: calls.append(iterations_done))

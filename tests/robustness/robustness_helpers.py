@@ -19,6 +19,7 @@ TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --te
         "--zs_dataset none --batch_size_train 16 --ita_type sogclr --lr_schedule step --warmup_steps 4")
 STEPS_PER_EPOCH = 6
 CLIP_PY = Path(clip.__file__)
+CRASH_CLIP = Path(__file__).resolve().parents[1] / "crash_clip.py"  # clip.py with a CRASH=<place>:<n> kill
 
 
 def data_flags(root: Path) -> str:
@@ -30,10 +31,11 @@ def run_in_process(args: str) -> int:
     return clip.main(shlex.split(args))
 
 
-def run_subprocess(args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """clip.py as its own process, so that it can be SIGKILLed."""
-    return subprocess.run([sys.executable, str(CLIP_PY), *shlex.split(args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+def run_subprocess(args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    """clip.py as its own process, so that it can be SIGKILLed; `crash` ("step:N", "save:N") kills it there."""
+    script, env = (CRASH_CLIP, {**os.environ, "CRASH": crash}) if crash else (CLIP_PY, os.environ)
+    return subprocess.run([sys.executable, str(script), *shlex.split(args)], capture_output=True, text=True,
+                          env=env, timeout=300)
 
 
 def load(path: Path) -> dict:

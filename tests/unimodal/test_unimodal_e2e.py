@@ -92,6 +92,16 @@ def test_resume_restores_per_image_state(folders, one_epoch, tmp_path):
     assert b["epoch"] == 2 and len((resumed / "log.txt").read_text().splitlines()) == 1
 
 
+def test_worker_count_does_not_change_the_weights(folders, one_epoch, tmp_path):
+    """Each image's two views are seeded by (seed, epoch, index): 2 persistent workers train the workers-0 weights."""
+    assert pretrain(folders, tmp_path, "--epochs", "1", "--loss_type", "dcl", "--gamma", "0.9", "--workers", "2") == 0
+    a = torch.load(one_epoch / "checkpoint_last.pth.tar", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "checkpoint_last.pth.tar", map_location="cpu", weights_only=True)
+    for part in ("model", "loss"):
+        different = [key for key in a[part] if not torch.equal(a[part][key], b[part][key])]
+        assert not different, f"{part}: {different[:5]}"
+
+
 def test_resume_refuses_a_state_of_another_dataset_size(folders, one_epoch, tmp_path, capsys):
     """The per-image state is keyed by dataset index: a checkpoint for 36 images cannot resume on 30."""
     classes = tmp_path / "classes.txt"

@@ -5,7 +5,6 @@ seed: `checkpoint_<epoch:04d>.pth.tar` (0-based index of the finished epoch) and
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,6 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     args: dict[str, Any]
-
-
-def plain_args(args: Any) -> dict[str, Any]:
-    """argparse Namespace as JSON-able plain data (checkpoints must load with weights_only=True)."""
-    return json.loads(json.dumps(vars(args), default=str))
 
 
 def numbered_name(epoch: int) -> str:

@@ -1,7 +1,8 @@
 """ImageNet-style class folders (`<data>/<split>/<class>/<image>`), optionally restricted to a class list.
 
 Items are `(image, label, index)`: the dataset index keys SogCLR's per-image state, so it must be stable
-for a given folder and class list (torchvision's sorted folder scan guarantees that).
+for a given folder and class list (torchvision's sorted folder scan guarantees that). Fetched with a
+`SampleKey` (the training sampler's), an image's augmentation draws are seeded by (seed, epoch, index).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Callable
 
 from torchvision.datasets import ImageFolder
 
+from dataset.sample_rng import SampleKey, sample_seed, seeded_draws
 from unimodal.options import UsageError
 
 
@@ -49,10 +51,13 @@ class IndexedImageFolder(ImageFolder):
             names = self.wanted
         return names, {name: i for i, name in enumerate(names)}
 
-    def __getitem__(self, index: int) -> tuple[Any, int, int]:
-        """(image, label, dataset index)."""
-        image, label = super().__getitem__(index)
-        return image, label, index
+    def __getitem__(self, key: SampleKey | int) -> tuple[Any, int, int]:
+        """(image, label, dataset index); a `SampleKey` seeds the transform's draws, a plain index does not."""
+        if not isinstance(key, SampleKey):
+            return (*super().__getitem__(key), key)
+        with seeded_draws(sample_seed(key.seed, key.epoch, key.index)):
+            image, label = super().__getitem__(key.index)
+        return image, label, key.index
 
 
 def open_split(data: str | Path, split: str, transform: Callable, class_list: str | None = None) -> IndexedImageFolder:

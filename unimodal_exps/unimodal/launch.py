@@ -9,7 +9,6 @@ join the group at `--dist-url` with global rank node_rank·nproc + local_rank. W
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import sys
@@ -18,13 +17,12 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from engine.distributed import (DistEnv, abort_process, detect_launcher, init_distributed,
+from engine.distributed import (DistEnv, abort_process, detect_launcher, init_distributed, join_group,
                                 shutdown_distributed, silence_non_main)
+from engine.runtime import UsageError
 from unimodal.errors import USER_ERRORS
-from unimodal.options import UsageError
 
 Worker = Callable[[DistEnv, "Launch", argparse.Namespace], None]
 
@@ -77,12 +75,9 @@ def _join_group(launch: Launch, local_rank: int, args: argparse.Namespace) -> Di
         return init_distributed(True, device_type, None, "env://", timeout)
     if launch.world_size == 1:
         return DistEnv()
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    rank = launch.rank_of(local_rank)
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=launch.init_method,
-                            rank=rank, world_size=launch.world_size, timeout=datetime.timedelta(seconds=timeout))
-    return DistEnv(rank, launch.world_size, local_rank, "spawn")
+    env = DistEnv(launch.rank_of(local_rank), launch.world_size, local_rank, "spawn")
+    join_group(env, device_type, launch.init_method, timeout)
+    return env
 
 
 def run_process(local_rank: int, launch: Launch, worker: Worker, args: argparse.Namespace,

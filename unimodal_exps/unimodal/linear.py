@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from engine.distributed import all_reduce_sum, gather_shards, shard_range, world
+from engine.distributed import gather_shards, shard_range
 from engine.metrics import topk_correct
-from unimodal.runtime import autocast
+from engine.runtime import autocast
+from models.gcl.collectives import all_reduce_sum, rank_and_world
 
 TOPK = (1, 5)
 
@@ -57,7 +58,7 @@ def features(backbone: nn.Module, images: Tensor, config: ProbeConfig) -> Tensor
 
 def strided_loader(dataset: Dataset, config: ProbeConfig) -> DataLoader:
     """This rank's share rank, rank+W, … of `dataset`, in order (no padding: exact accuracy over ranks)."""
-    rank, world_size = world()
+    rank, world_size = rank_and_world()
     return DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), batch_size=config.batch_size,
                       shuffle=False, num_workers=config.workers, pin_memory=config.device.type == "cuda")
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 import argparse
 
 from cli.flags import add_flag
+from engine.runtime import UsageError
 
 DATA_NAMES = ("imagenet1000", "imagenet100", "folder")
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
-
-
-class UsageError(ValueError):
-    """A user mistake in flags or inputs; printed as one line, no traceback."""
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:

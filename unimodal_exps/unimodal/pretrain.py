@@ -5,10 +5,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
-from engine.distributed import DistEnv, barrier, local_device
+from dataset.sampler import ResumableDistributedSampler
+from engine.distributed import DistEnv, barrier, local_device, wrap_ddp
 from engine.logger import append_jsonl
+from engine.runtime import UsageError, plain_args, resolve_device, seed_everything, write_args
 from models.gcl.unimodal import build_unimodal_loss
 from unimodal import checkpoints
 from unimodal.augment import pretrain_transform
@@ -16,22 +18,22 @@ from unimodal.data import open_split
 from unimodal.launch import Launch, workers_per_process
 from unimodal.model import ContrastiveEncoder, TwoViewTask, count_parameters
 from unimodal.optim import create_lars
-from unimodal.options import UsageError
 from unimodal.pretrain_loop import LoopConfig, train_one_epoch
-from unimodal.runtime import resolve_device, resolve_precision, seed_everything, write_args
+from unimodal.runtime import resolve_precision
 from unimodal.schedule import scaled_lr
 
 
 def _loader(args: argparse.Namespace, env: DistEnv, launch: Launch,
-            device: torch.device) -> tuple[DataLoader, DistributedSampler, int]:
+            device: torch.device) -> tuple[DataLoader, ResumableDistributedSampler, int]:
     """(loader, sampler, dataset size) of the two-view training set; the global batch is split over ranks."""
     if args.batch_size % env.world_size:
         raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {env.world_size} processes")
     dataset = open_split(args.data, "train", pretrain_transform(args.image_size, args.crop_min, args.blur_prob),
                          args.class_list)
     per_rank = args.batch_size // env.world_size
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
+    # its SampleKeys seed every image's augmentation by (seed, epoch, index): independent of the worker layout
+    sampler = ResumableDistributedSampler(dataset, per_rank, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                          seed=args.seed, drop_last=True)
     workers = workers_per_process(args, launch)
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -55,18 +57,17 @@ def pretrain_worker(env: DistEnv, launch: Launch, args: argparse.Namespace) -> N
     if env.distributed:
         device = local_device(env, device.type)
     amp_dtype = resolve_precision(args.precision, device)
-    out_dir = write_args(args.save_dir, checkpoints.plain_args(args)) if env.is_main else Path(args.save_dir)
+    out_dir = write_args(args.save_dir, plain_args(args), "--save_dir") if env.is_main else Path(args.save_dir)
     loader, sampler, num_images = _loader(args, env, launch, device)
     encoder = _encoder(args, env, device)
     loss_fn = build_unimodal_loss(args.loss_type, num_images, temp=args.t, gamma=args.gamma).to(device)
     task = TwoViewTask(encoder, loss_fn)
     if env.distributed:
-        task = torch.nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+        task = wrap_ddp(task, device)
     peak_lr = scaled_lr(args.lr, args.batch_size, args.learning_rate_scaling)
     optimizer = create_lars(encoder, peak_lr, args.weight_decay, args.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    state = checkpoints.TrainingState(encoder, loss_fn, optimizer, scaler, checkpoints.plain_args(args))
+    state = checkpoints.TrainingState(encoder, loss_fn, optimizer, scaler, plain_args(args))
     start_epoch = checkpoints.resume(state, args.resume) if args.resume else 0
     config = LoopConfig(device, amp_dtype, peak_lr, args.warmup_epochs, args.epochs, args.print_freq, env.is_main)
     if env.is_main:

@@ -7,8 +7,9 @@ from typing import Iterable
 
 import torch
 
+from dataset.sample_rng import iter_keeping_rng
 from engine.logger import RunningMeans
-from unimodal.runtime import autocast, finite_on_every_rank
+from engine.runtime import autocast, finite_on_every_rank
 from unimodal.schedule import set_lr, warmup_cosine
 
 
@@ -35,7 +36,7 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizer: torch.op
     start = time.perf_counter()
     non_blocking = config.device.type == "cuda"
     lr = 0.0
-    for i, ((view_a, view_b), _, ids) in enumerate(loader):
+    for i, ((view_a, view_b), _, ids) in enumerate(iter_keeping_rng(loader)):
         lr = warmup_cosine(config.peak_lr, epoch + i / iterations, config.warmup_epochs, config.epochs)
         set_lr(optimizer, lr)
         view_a = view_a.to(config.device, non_blocking=non_blocking)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from engine.checkpoint import CheckpointError, load_checkpoint, load_state_strict
-from engine.distributed import DistEnv, barrier, local_device
+from engine.distributed import DistEnv, barrier, local_device, wrap_ddp
 from engine.logger import append_jsonl
+from engine.runtime import UsageError, plain_args, resolve_device, seed_everything, write_args, write_json
 from unimodal import linear
 from unimodal.augment import eval_transform, linear_train_transform
-from unimodal.checkpoints import plain_args
 from unimodal.data import IndexedImageFolder, open_split
 from unimodal.launch import Launch, workers_per_process
 from unimodal.model import backbone_state, create_backbone, freeze
-from unimodal.options import UsageError
-from unimodal.runtime import resolve_device, resolve_precision, seed_everything, write_args
+from unimodal.runtime import resolve_precision
 from unimodal.schedule import cosine, scaled_lr, set_lr
 
 RANDOM_INIT = "random"
@@ -66,8 +64,7 @@ def _fit_augmented(backbone: nn.Module, head: nn.Module, train_set: Dataset, val
                         pin_memory=config.device.type == "cuda", persistent_workers=config.workers > 0)
     model = head
     if env.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            head, device_ids=[config.device.index] if config.device.type == "cuda" else None)
+        model = wrap_ddp(head, config.device)
     optimizer = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=args.momentum, weight_decay=args.weight_decay)
     history = []
     for epoch in range(args.epochs):
@@ -111,7 +108,9 @@ def lincls_worker(env: DistEnv, launch: Launch, args: argparse.Namespace) -> Non
         device = local_device(env, device.type)
     if args.batch_size % env.world_size:
         raise UsageError(f"--batch-size {args.batch_size} is not divisible by the {env.world_size} processes")
-    out_dir = write_args(args.save_dir, plain_args(args), "lincls_args.json") if env.is_main else Path(args.save_dir)
+    out_dir = Path(args.save_dir)
+    if env.is_main:
+        write_args(out_dir, plain_args(args), "--save_dir", "lincls_args.json")
     config = linear.ProbeConfig(device, resolve_precision(args.precision, device), args.batch_size // env.world_size,
                                 workers_per_process(args, launch))
     seed_everything(args.seed)
@@ -145,6 +144,6 @@ def _write_result(args: argparse.Namespace, meta: dict[str, Any], history: list[
               "top1": final["top1"], "top5": final["top5"], "best_top1": max(r["top1"] for r in history),
               "units": "percent"}
     path = Path(args.result_file) if args.result_file else out_dir / "lincls_result.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(path, result)
     print(f"top-1 {final['top1']:.2f}%  top-5 {final['top5']:.2f}%  (best top-1 {result['best_top1']:.2f}%); "
           f"wrote {path}", flush=True)

@@ -145,7 +145,7 @@ class ContrastiveLoss(nn.Module):
     def param_groups(self) -> list[dict]:
         """Optimiser groups of the loss's parameters (none by default). Key "optimizer": "main" (the model's
         optimiser and lr schedule; an optional "lr" replaces the base lr) or "own" (a separate Adam whose lr
-        `own_lr` sets at each epoch start)."""
+        `own_lr` sets before every step)."""
         return []
 
     def own_lr(self, base_lr: float, epoch: int) -> float:

@@ -115,6 +115,8 @@ class _LearnedGlobalTau(FastCLIPLoss):
         return [group]
 
     def own_lr(self, base_lr: float, epoch: int) -> float:
+        """`const`: lr_tau; `step_thresh`: lr_tau, divided by 3 while τ ≤ 0.03 (the engine asks before every
+        step, as the reference checks; one host read of τ per step)."""
         if self.lr_tau_scheduler == "const":
             return base_lr
         tau = math.exp(-float(self.logit_scale.detach()))
