@@ -101,10 +101,14 @@ def train_transform(args):
 
 
 def build_train_loader(args, env, tokenizer, device: torch.device):
-    """(loader, sampler with `set_epoch` and `start_at_batch`, per-sample state size, one-line description)."""
+    """(loader, sampler with `set_epoch` and `start_at_batch`, per-sample state size, one-line description).
+
+    A batch holds the `--accum_freq` micro-batches of one optimiser step.
+    """
+    step_batch = args.batch_size_train * args.accum_freq
     if args.dataset_type == "webdataset":
         from dataset.webdataset_loader import WebDatasetSpec, create_webdataset_loader  # imports webdataset
-        spec = WebDatasetSpec(args.train_data, args.train_num_samples, args.batch_size_train, args.data_size,
+        spec = WebDatasetSpec(args.train_data, args.train_num_samples, step_batch, args.data_size,
                               seed=args.seed, rank=env.rank, world_size=env.world_size, workers=args.workers,
                               resampled=args.dataset_resampled, pin_memory=device.type == "cuda")
         loader, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
@@ -113,14 +117,14 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
                                            f"state size {state_size} ({size_from})")
     dataset = ImageTextDataset(args.train_files, args.train_image_dir, train_transform(args),
                                max_words=args.max_words, strict=args.strict_data, train_frac=args.train_frac)
-    sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size, rank=env.rank,
+    sampler = ResumableDistributedSampler(dataset, step_batch, num_replicas=env.world_size, rank=env.rank,
                                           shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
+    loader = DataLoader(dataset, batch_size=step_batch, sampler=sampler, drop_last=True,
                         num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if len(loader) == 0:
         raise UsageError(f"{len(dataset)} training samples cannot fill one batch of --batch_size_train "
-                         f"{args.batch_size_train} × {env.world_size} process(es)")
+                         f"{args.batch_size_train} × --accum_freq {args.accum_freq} × {env.world_size} process(es)")
     state_size = args.data_size or dataset.num_samples
     if state_size < dataset.num_samples:
         raise UsageError(f"--data_size {args.data_size} is smaller than the {dataset.num_samples} pair ids of "
@@ -158,7 +162,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
                              log_every=args.log_every,
                              show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested,
-                             max_consecutive_skips=args.max_skipped_steps)
+                             max_consecutive_skips=args.max_skipped_steps, accum_freq=args.accum_freq)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
               args=plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,

@@ -48,6 +48,28 @@ def test_tiled_loss_trains_like_the_untiled_one(shapes, tmp_path, ita_type):
         assert records[1][key] == pytest.approx(records[0][key], rel=1e-4), key
 
 
+@pytest.mark.parametrize("ita_type", ["clip --learnable_temp", "sogclr", "isogclr", "isogclr_tempnet --tempnet_dropout 0",
+                                      "fastclip_v3"])
+def test_accum_freq_micro_batches_equal_one_batch(shapes, tmp_path, ita_type):
+    """`--accum_freq 2` of 8 == one batch of 16 after 2 epochs: weights at 1e-6, loss state and parameters at 1e-4.
+
+    SGD, as Adam turns the rounding noise of zero gradients (attention key biases) into lr-sized steps. The
+    state ℓ = log mean exp(h/τ) turns the fp32 rounding of features encoded 8 rather than 16 at a time (1e-7)
+    into 1e-5 at τ = 0.01; state updates per micro-batch would differ by O(1).
+    """
+    common = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --ita_type {ita_type} {TINY} "
+              f"--opt sgd --momentum 0.9 --lr 3e-3 --epochs 2")
+    runs = {}
+    for run, extra in (("one", "--batch_size_train 16"), ("accum", "--batch_size_train 8 --accum_freq 2")):
+        assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/{run} {extra}")) == 0
+        runs[run] = torch.load(tmp_path / run / "checkpoint_2.pth", weights_only=True)
+    for part, tol in (("model", 1e-6), ("loss", 1e-4)):
+        for key, value in runs["one"][part].items():
+            if value.is_floating_point():
+                torch.testing.assert_close(runs["accum"][part][key], value, rtol=tol, atol=tol,
+                                           msg=lambda m: f"{part}.{key}: {m}")
+
+
 @pytest.mark.parametrize("ita_type", ["isogclr_tempnet", "fastclip_v3"])
 def test_losses_with_their_own_optimiser_resume_exactly(shapes, tmp_path, ita_type):
     """The loss's separate Adam (TempNet networks, FastCLIP v3's τ) is checkpointed and restored."""

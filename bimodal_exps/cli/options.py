@@ -75,10 +75,10 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     if args.store_tau:
         warnings.append("--store_tau: per-sample temperatures are saved in every checkpoint (loss state)")
     for name in ("epochs", "batch_size_train", "batch_size_test", "zs_batch_size", "image_res", "embed_dim",
-                 "max_skipped_steps"):
+                 "max_skipped_steps", "accum_freq"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be >= 1 (got {getattr(args, name)})")
-    for name in ("keep_checkpoints", "save_every_steps"):
+    for name in ("keep_checkpoints", "save_every_steps", "loss_tile"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name} must be >= 0 (got {getattr(args, name)}; 0 turns it off)")
     if args.compile:

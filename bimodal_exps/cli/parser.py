@@ -142,6 +142,9 @@ def _add_optim_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(optim, "--decay_rate", type=float, default=1.0, help="per-cycle decay of timm schedules")
     add_flag(optim, "--cooldown_epochs", type=int, default=0, help="accepted for compatibility (no effect)")
     add_flag(optim, "--batch_size_train", type=int, default=128, help="per-process training batch")
+    add_flag(optim, "--accum_freq", type=int, default=1,
+             help="micro-batches of --batch_size_train per optimiser step (exact, by gradient caching: one loss "
+                  "and state update on the whole effective batch)")
     add_flag(optim, "--batch_size_test", type=int, default=128, help="image batch for retrieval features")
     add_flag(optim, "--zs_batch_size", "--zeroshot_batch_size", type=int, default=512, help="zero-shot image batch")
     add_flag(optim, "--use_amp", action="store_true", help="mixed precision on CUDA (fp32 on CPU)")
