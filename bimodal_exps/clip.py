@@ -76,6 +76,11 @@ def evaluate_only(args, device: torch.device, output_dir: Path, is_main: bool) -
     """`--evaluate --checkpoint PATH`: build the towers from config, load weights strictly, evaluate."""
     model_config = ModelConfig.from_args(args, pretrained=False)
     model = create_model(model_config).to(device)
+    if args.grad_checkpointing:
+        try:
+            model.set_grad_checkpointing()
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     if args.compile:
         model.compile_towers(args.compile)
     checkpoint = load_checkpoint(args.checkpoint, required=("model",))
@@ -139,6 +144,11 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     evaluator = build_evaluator(args, tokenizer, device)
 
     model = create_model(model_config).to(device)
+    if args.grad_checkpointing:
+        try:
+            model.set_grad_checkpointing()
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     if args.compile:
         model.compile_towers(args.compile)
     if args.checkpoint:

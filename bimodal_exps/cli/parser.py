@@ -163,6 +163,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(run, "--requeue_on_preempt", action="store_true",
              help="after SIGTERM/SIGUSR1 has written checkpoint_last.pth, run `scontrol requeue $SLURM_JOB_ID`")
     add_flag(run, "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_flag(run, "--grad_checkpointing", action="store_true",
+             help="recompute the towers' block activations in the backward (less memory, ~30%% more compute): "
+                  "timm, Hugging Face and the BPE transformer towers")
     add_flag(run, "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
              help="torch.compile both towers (default backend inductor; e.g. aot_eager to debug a graph break)")
     add_flag(run, "--seed", type=int, default=42, help="base seed (each process adds its rank)")

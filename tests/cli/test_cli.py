@@ -67,6 +67,16 @@ def test_webdataset_flags_are_validated(flags, message):
         parse(flags)
 
 
+@pytest.mark.parametrize("flags, message", [
+    ("--ita_type simreg --loss_tile 8", "--loss_tile is not supported by --ita_type simreg"),
+    ("--loss_tile -1", "--loss_tile must be >= 0"),
+    ("--accum_freq 0", "--accum_freq must be >= 1"),
+])
+def test_scale_flags_are_validated(flags, message):
+    with pytest.raises(UsageError, match=message):
+        parse(flags)
+
+
 def test_auto_dataset_type_follows_the_shard_extension():
     assert parse("--dataset_type auto --train-data 's/{00..09}.tar' --train-num-samples 9")[0].dataset_type == \
         "webdataset"
