@@ -61,18 +61,11 @@ def test_seed_002_command_parses_with_its_webdataset_flags():
     ("--dataset_type webdataset --train-data 'a/{0..3}.tar'", "needs --train-num-samples"),
     ("--dataset_type webdataset --train-data a.tar --train-num-samples 0", "--train-num-samples must be >= 1"),
     ("--dataset_type webdataset --train-data a.tar --train-num-samples 5 --data_size -1", "--data_size must be >= 1"),
-])
-def test_webdataset_flags_are_validated(flags, message):
-    with pytest.raises(UsageError, match=message):
-        parse(flags)
-
-
-@pytest.mark.parametrize("flags, message", [
     ("--ita_type simreg --loss_tile 8", "--loss_tile is not supported by --ita_type simreg"),
     ("--loss_tile -1", "--loss_tile must be >= 0"),
     ("--accum_freq 0", "--accum_freq must be >= 1"),
 ])
-def test_scale_flags_are_validated(flags, message):
+def test_webdataset_and_scale_flags_are_validated(flags, message):
     with pytest.raises(UsageError, match=message):
         parse(flags)
 
