@@ -49,7 +49,7 @@ def test_tiled_loss_trains_like_the_untiled_one(shapes, tmp_path, ita_type):
 
 
 @pytest.mark.parametrize("ita_type", ["clip --learnable_temp", "sogclr", "isogclr", "isogclr_tempnet --tempnet_dropout 0",
-                                      "fastclip_v3"])
+                                      "fastclip_v3", "dino --num_prototypes 16"])
 def test_accum_freq_micro_batches_equal_one_batch(shapes, tmp_path, ita_type):
     """`--accum_freq 2` of 8 == one batch of 16 after 2 epochs: weights at 1e-6, loss state and parameters at 1e-4.
 
