@@ -55,7 +55,8 @@ def test_accum_freq_micro_batches_equal_one_batch(shapes, tmp_path, ita_type):
 
     SGD, as Adam turns the rounding noise of zero gradients (attention key biases) into lr-sized steps. The
     state ℓ = log mean exp(h/τ) turns the fp32 rounding of features encoded 8 rather than 16 at a time (1e-7)
-    into 1e-5 at τ = 0.01; state updates per micro-batch would differ by O(1).
+    into 1e-5 at τ = 0.01; state updates per micro-batch would differ by O(1). dino's teacher tower gets no
+    gradient, so SGD's weight decay must skip it in both runs.
     """
     common = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --ita_type {ita_type} {TINY} "
               f"--opt sgd --momentum 0.9 --lr 3e-3 --epochs 2")

@@ -56,9 +56,9 @@ def cached_forward(task: torch.nn.Module, images: Tensor, tokens: dict[str, Tens
 
     def backward(scaled_loss: Tensor) -> None:
         grads = torch.autograd.grad(scaled_loss, [*leaves, *loss_params], allow_unused=True)
-        # a uni-directional objective sends its teacher features no gradient
-        grad_img, grad_txt = ((g if g is not None else torch.zeros_like(f)).chunk(chunks)
-                              for g, f in zip(grads[:2], leaves))
+        # None: a uni-directional objective's teacher tower gets no gradient (as without accumulation, so the
+        # optimiser skips its parameters rather than decaying them)
+        grad_img, grad_txt = (g.chunk(chunks) if g is not None else [None] * chunks for g in grads[:2])
         param_grads = [(p, g) for p, g in zip(loss_params, grads[2:]) if g is not None]
         for k, (im, tok) in enumerate(parts):
             last = k == len(parts) - 1
