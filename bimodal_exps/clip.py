@@ -86,6 +86,9 @@ def build_model(args, model_config: ModelConfig, device: torch.device,
         model = create_model(model_config, notes).to(device)
     with blame(args, *IMAGE_FLAGS):
         check_input_size(model.visual_encoder, args.image_res)
+    if args.grad_checkpointing:
+        with blame(args, "grad_checkpointing", *MODEL_FLAGS):
+            model.set_grad_checkpointing()
     return model
 
 
@@ -185,10 +188,11 @@ def train_transform(args):
 
 def build_train_loader(args, env, tokenizer, device: torch.device):
     """(loader, sampler with `set_epoch` and `start_at_batch`, per-sample state size, where that size comes from,
-    one-line description)."""
+    one-line description). A batch holds the `--accum_freq` micro-batches of one optimiser step."""
+    step_batch = args.batch_size_train * args.accum_freq
     if args.dataset_type == "webdataset":
         from dataset.webdataset_loader import WebDatasetSpec, create_webdataset_loader  # imports webdataset
-        spec = WebDatasetSpec(args.train_data, args.train_num_samples, args.batch_size_train, args.data_size,
+        spec = WebDatasetSpec(args.train_data, args.train_num_samples, step_batch, args.data_size,
                               seed=args.seed, rank=env.rank, world_size=env.world_size, workers=args.workers,
                               resampled=args.dataset_resampled, pin_memory=device.type == "cuda")
         loader, state_size = create_webdataset_loader(spec, train_transform(args), tokenizer)
@@ -200,19 +204,19 @@ def build_train_loader(args, env, tokenizer, device: torch.device):
     # the samplers draw positions of `dataset` (the first --train_size pairs); they are also `base`'s indices, and
     # `base` takes the samplers' SampleKeys directly
     if args.episode_size:
-        sampler = EpisodicSampler(len(dataset), args.episode_size, args.batch_size_train, num_replicas=env.world_size,
+        sampler = EpisodicSampler(len(dataset), args.episode_size, step_batch, num_replicas=env.world_size,
                                   rank=env.rank, shuffle=True, seed=args.seed, drop_last=True)
     else:
-        sampler = ResumableDistributedSampler(dataset, args.batch_size_train, num_replicas=env.world_size,
+        sampler = ResumableDistributedSampler(dataset, step_batch, num_replicas=env.world_size,
                                               rank=env.rank, shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(base, batch_size=args.batch_size_train, sampler=sampler, drop_last=True,
+    loader = DataLoader(base, batch_size=step_batch, sampler=sampler, drop_last=True,
                         num_workers=args.workers, collate_fn=TokenizingCollate(tokenizer),
                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     if len(loader) == 0:
         kept = f" (--train_frac {args.train_frac} keeps {base.num_kept} of {base.num_samples} entries)" \
             if args.train_frac < 1 else ""
         raise UsageError(f"{len(dataset)} training samples{kept} cannot fill one batch of --batch_size_train "
-                         f"{args.batch_size_train} × {env.world_size} process(es)")
+                         f"{args.batch_size_train} × --accum_freq {args.accum_freq} × {env.world_size} process(es)")
     state_size = args.data_size or base.num_samples
     if state_size < base.num_samples:
         raise UsageError(f"--data_size {args.data_size} is smaller than the {base.num_samples} pair ids of "
@@ -275,7 +279,7 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     step_config = StepConfig(device=device, amp_dtype=amp_dtype, grad_clip=args.grad_clip,
                              log_every=args.log_every,
                              show_progress=args.progress and env.is_main, stop_signal=stop_signal.requested,
-                             max_consecutive_skips=args.max_skipped_steps,
+                             max_consecutive_skips=args.max_skipped_steps, accum_freq=args.accum_freq,
                              on_log=tracker.train_scalars if args.report_to and env.is_main else None)
     run = Run(task=task, model=model, loss_fn=loss_fn, optimizers=optimizers, schedule=schedule, scaler=scaler,
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,

@@ -55,6 +55,16 @@ def test_loss_cost_reports_the_matmul_floor(tmp_path):
     assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + len(rows)
 
 
+def test_loss_memory_reports_tiled_and_untiled_rows(tmp_path):
+    out = tmp_path / "loss_memory.json"
+    run_benchmark("loss_memory.py", "--batch-sizes", "32", "--dim", "8", "--tile", "8", "--repeats", "1",
+                  "--threads", "1", "--losses", "clip", "siglip", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["loss"], r["tile"]) for r in rows] == [("clip", 0), ("clip", 8), ("siglip", 0), ("siglip", 8)]
+    assert all(r["ms"] > 0 and r["peak_mib"] > 0 for r in rows)
+    assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + 2
+
+
 def test_throughput_vs_openclip_runs_both_trainers(tmp_path, shapes):
     run_benchmark("throughput_vs_openclip.py", "--work-dir", str(tmp_path), "--demo-dir", str(shapes),
                   "--image-encoder", "test_vit", "--image-res", "32", "--text-width", "32", "--text-heads", "2",

@@ -41,6 +41,9 @@ def test_one_epoch_per_ita_type(shapes, tmp_path, ita_type):
     assert {float(state["step"]) for state in checkpoint["optimizer"]["state"].values()} == {float(STEPS)}
     if ita_type in DISTILL_TYPES:
         return
+    if ita_type == "siglip":  # learnable t, no per-sample state
+        assert record["train_tau_img"] == pytest.approx(0.1, rel=0.05)
+        return
     if ita_type in CONSTANT_TAU:
         assert record["train_tau_img"] == record["train_tau_txt"] == pytest.approx(CONSTANT_TAU[ita_type], rel=1e-6)
     else:
@@ -51,6 +54,43 @@ def test_one_epoch_per_ita_type(shapes, tmp_path, ita_type):
         assert visited.shape == (TRAIN_PAIRS,) and int(visited.sum()) == STEPS * BATCH
     if ita_type in ("isogclr", "isogclr_new", "sogclr_dro"):
         assert record["train_eta"] == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("ita_type", ["siglip", "isogclr"])
+def test_tiled_loss_trains_like_the_untiled_one(shapes, tmp_path, ita_type):
+    """`--loss_tile 5` (ragged against the batch of 16) logs the untiled run's loss and objective (fp32; the
+    weights are not compared: Adam turns the rounding noise of zero gradients, e.g. attention key biases, into
+    lr-sized steps)."""
+    common = f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --ita_type {ita_type} {TINY}"
+    records = []
+    for run, extra in (("whole", ""), ("tiled", "--loss_tile 5")):
+        assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/{run} {extra}")) == 0
+        records.append(json.loads((tmp_path / run / "log.txt").read_text().splitlines()[-1]))
+    for key in ("train_loss", "train_objective", "train_tau_img"):
+        assert records[1][key] == pytest.approx(records[0][key], rel=1e-4), key
+
+
+@pytest.mark.parametrize("ita_type", ["clip --learnable_temp", "sogclr", "isogclr", "isogclr_tempnet --tempnet_dropout 0",
+                                      "fastclip_v3", "dino --num_prototypes 16"])
+def test_accum_freq_micro_batches_equal_one_batch(shapes, tmp_path, ita_type):
+    """`--accum_freq 2` of 8 == one batch of 16 after 2 epochs: weights at 1e-6, loss state and parameters at 1e-4.
+
+    SGD, as Adam turns the rounding noise of zero gradients (attention key biases) into lr-sized steps. The
+    state ℓ = log mean exp(h/τ) turns the fp32 rounding of features encoded 8 rather than 16 at a time (1e-7)
+    into 1e-5 at τ = 0.01; state updates per micro-batch would differ by O(1). dino's teacher tower gets no
+    gradient, so SGD's weight decay must skip it in both runs.
+    """
+    common = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --ita_type {ita_type} {TINY} "
+              f"--opt sgd --momentum 0.9 --lr 3e-3 --epochs 2")
+    runs = {}
+    for run, extra in (("one", "--batch_size_train 16"), ("accum", "--batch_size_train 8 --accum_freq 2")):
+        assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/{run} {extra}")) == 0
+        runs[run] = torch.load(tmp_path / run / "checkpoint_2.pth", weights_only=True)
+    for part, tol in (("model", 1e-6), ("loss", 1e-4)):
+        for key, value in runs["one"][part].items():
+            if value.is_floating_point():
+                torch.testing.assert_close(runs["accum"][part][key], value, rtol=tol, atol=tol,
+                                           msg=lambda m: f"{part}.{key}: {m}")
 
 
 @pytest.mark.parametrize("ita_type, flags, own_lr", [

@@ -99,6 +99,8 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
         raise UsageError(str(error)) from None
     used = used_hparams(args.ita_type, individual_tau=args.individual_tau)
     unused = sorted(n for n in LOSS_HPARAMS if n in explicit and n not in used)
+    if "loss_tile" in unused and args.loss_tile:
+        raise UsageError(f"--loss_tile is not supported by --ita_type {args.ita_type} (clip, siglip and the GCL losses)")
     for name in unused:
         condition = " without --individual_tau" if name in used_hparams(args.ita_type) else ""
         warnings.append(f"--{name} is not used by --ita_type {args.ita_type}{condition}")

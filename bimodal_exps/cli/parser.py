@@ -153,6 +153,9 @@ def _add_optim_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(optim, "--decay_rate", type=POSITIVE, default=1.0, help="per-cycle decay of timm schedules")
     add_flag(optim, "--cooldown_epochs", type=int, default=0, help="accepted for compatibility (no effect)")
     add_flag(optim, "--batch_size_train", type=COUNT, default=128, help="per-process training batch")
+    add_flag(optim, "--accum_freq", type=COUNT, default=1,
+             help="micro-batches of --batch_size_train per optimiser step (exact, by gradient caching: one loss "
+                  "and state update on the whole effective batch)")
     add_flag(optim, "--batch_size_test", type=COUNT, default=128, help="image batch for retrieval features")
     add_flag(optim, "--zs_batch_size", "--zeroshot_batch_size", type=COUNT, default=512, help="zero-shot image batch")
     add_flag(optim, "--use_amp", action="store_true", help="mixed precision on CUDA (fp32 on CPU)")
@@ -171,6 +174,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(run, "--requeue_on_preempt", action="store_true",
              help="after SIGTERM/SIGUSR1 has written checkpoint_last.pth, run `scontrol requeue $SLURM_JOB_ID`")
     add_flag(run, "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_flag(run, "--grad_checkpointing", action="store_true",
+             help="recompute the towers' block activations in the backward (less memory, ~30%% more compute): "
+                  "timm, Hugging Face and the BPE transformer towers")
     add_flag(run, "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
              help="torch.compile both towers (default backend inductor; e.g. aot_eager to debug a graph break)")
     add_flag(run, "--seed", type=SEED, default=42, help="base seed (each process adds its rank)")

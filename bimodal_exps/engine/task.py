@@ -15,8 +15,16 @@ class ContrastiveTask(torch.nn.Module):
         self.model = model
         self.loss_fn = loss_fn
 
-    def forward(self, images: torch.Tensor, tokens: dict[str, torch.Tensor], ids: torch.Tensor):
+    def forward(self, images: torch.Tensor, tokens: dict[str, torch.Tensor], ids: torch.Tensor | None,
+                feature_grads: tuple[torch.Tensor, torch.Tensor, list] | None = None):
+        """The loss output; with `feature_grads` = (∂L/∂image features, ∂L/∂text features, [(loss parameter,
+        ∂L/∂parameter)]) of a cached loss (`engine.accum`; None: no gradient), the scalar whose backward
+        delivers them instead."""
         image_features, text_features = self.model(images, tokens)
+        if feature_grads is not None:
+            grad_img, grad_txt, param_grads = feature_grads
+            pairs = [(image_features, grad_img), (text_features, grad_txt), *param_grads]
+            return sum((x.float() * g).sum() for x, g in pairs if g is not None)
         out = self.loss_fn(image_features, text_features, ids)
         w_simcse = getattr(self.loss_fn, "w_simcse", 0.0)
         if w_simcse > 0:  # a second text forward (another dropout mask) is each caption's positive

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from dataset.collate import Batch
 from dataset.sample_rng import iter_keeping_rng
+from engine.accum import cached_forward
 from engine.checkpoint import restore_rng_state
 from engine.logger import RunningMeans
 from engine.optim import LRSchedule, Optimizers
@@ -33,6 +34,7 @@ class StepConfig:
     log_every: int = 50
     show_progress: bool = True
     max_consecutive_skips: int = 100
+    accum_freq: int = 1  # micro-batches per optimiser step, by gradient caching (`engine.accum`)
     stop_signal: Callable[[], int] | None = None  # asked at every step boundary; non-zero: stop (preemption)
     on_log: Callable[[int, dict[str, float]], None] | None = None  # (global step, means of the last log_every steps)
 
@@ -70,9 +72,11 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def _backward_and_step(loss: torch.Tensor, optimizers: Optimizers, scaler: torch.amp.GradScaler,
-                       params: list[torch.nn.Parameter], grad_clip: float) -> None:
-    """Backward pass, optional gradient clipping, and one step of every optimiser (through the scaler)."""
-    scaler.scale(loss).backward()
+                       params: list[torch.nn.Parameter], grad_clip: float,
+                       backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> None:
+    """Backward pass (`backward` of the scaled loss), optional gradient clipping, and one step of every
+    optimiser (through the scaler)."""
+    backward(scaler.scale(loss))
     if grad_clip > 0:
         scaler.unscale_(optimizers.main)
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -100,8 +104,13 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
     samples, started = 0, time.perf_counter()
     for iteration, batch in enumerate(progress, start=start.iteration):
         images, tokens, ids = _to_device(batch, config.device)
-        with autocast(config.device, config.amp_dtype):
-            out = task(images, tokens, ids)
+        backward = torch.Tensor.backward
+        if config.accum_freq > 1:
+            out, backward = cached_forward(task, images, tokens, ids, config.accum_freq, config.device,
+                                           config.amp_dtype)
+        else:
+            with autocast(config.device, config.amp_dtype):
+                out = task(images, tokens, ids)
         for opt in optimizers.all():
             opt.zero_grad(set_to_none=True)
         if finite_on_every_rank(out.loss):
@@ -109,7 +118,7 @@ def train_one_epoch(task: torch.nn.Module, loader: Iterable, optimizers: Optimiz
             # set here, right after the host has waited for the forward: an lr rule that reads the device
             # (FastCLIP v3's τ threshold) then stalls nothing
             schedule.apply(epoch, iteration)
-            _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip)
+            _backward_and_step(out.loss, optimizers, scaler, params, config.grad_clip, backward)
             meters.update({"loss": out.loss, **out.stats})
             samples += images.shape[0]
             if config.on_log is not None:

@@ -17,6 +17,7 @@ from models.gcl.fastclip import (LR_TAU_SCHEDULERS, V3_TAU_GRADS, FastCLIPv0Loss
                                  FastCLIPv3Loss)
 from models.gcl.hybrid import HYBRID_STD, HybridSogCLRLoss
 from models.gcl.isogclr import ISogCLRLoss
+from models.gcl.siglip import SigLIPLoss
 from models.gcl.schedules import ETA_COSINE_KINDS, ETA_SCHEDULES, GAMMA_SCHEDULES
 from models.gcl.sogclr import InfoSogCLRLoss, SogCLRLoss
 from models.gcl.tempnet import TEMPNET_DESIGNS, TempNetLoss
@@ -115,6 +116,9 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
                                              "(gather without grad plus FastCLIP's local candidate part: same "
                                              "gradients, no collective in the backward); identical in one process",
                             DIST_MODES),
+    "loss_tile": LossHParam(int, 0, "compute the loss and its gradient in blocks of N rows and columns, so no "
+                                    "B×B similarity/weight matrix exists (memory O(N² + B·d)); 0 = untiled. "
+                                    "clip, siglip and the GCL losses", within="[0, inf)"),
     "teacher": LossHParam(str, "text", "distillation objectives: the tower whose features are the teacher t "
                                        "(uni-directional objectives send it no gradient)", TEACHERS),
     "w_distill": LossHParam(float, 1.0, "distillation objectives: weight of the objective in the loss", within="[0, inf)"),
@@ -166,6 +170,7 @@ _OWN: dict[str, tuple[str, ...]] = {
     "fastclip_v1": ("temp", *_GCL),
     "fastclip_v2": (*_GCL, *_RHO, "tau_init", "tau_min", "tau_max", "lr_tau", "tau_beta1", "tau_beta2", "tau_eps"),
     "fastclip_v3": ("temp", *_GCL, *_RHO, "lr_tau", "lr_tau_scheduler", "v3_tau_grad"),
+    "siglip": (),
     "simreg": _DISTILL,
     "simreg_l1": _DISTILL,
     "simreg_smoothl1": _DISTILL,
@@ -179,7 +184,8 @@ _OWN: dict[str, tuple[str, ...]] = {
     "protocpc": _PROTO,
 }
 
-_USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON) for name, own in _OWN.items()}
+_USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON, *(("loss_tile",) if "teacher" not in own else ()))
+                                     for name, own in _OWN.items()}
 ITA_TYPES: tuple[str, ...] = tuple(_USED)
 DISTILL_TYPES: tuple[str, ...] = tuple(name for name, own in _OWN.items() if "teacher" in own)  # docs/losses.md §15
 
@@ -209,6 +215,7 @@ def _resolve_rho(kw: dict[str, Any]) -> None:
 
 _BUILDERS: dict[str, Callable[..., ContrastiveLoss]] = {
     "clip": lambda n, **kw: CLIPLoss(**kw),
+    "siglip": lambda n, **kw: SigLIPLoss(**kw),
     "sogclr": SogCLRLoss,
     "isogclr": ISogCLRLoss,
     "isogclr_new": ISogCLRLoss,
@@ -248,4 +255,9 @@ def build_loss(ita_type: str, num_samples: int, **hparams: Any) -> ContrastiveLo
     kw = {k: v for k, v in hparams.items() if k in used and v is not None}
     if any(k in used for k in _RHO):
         _resolve_rho(kw)
-    return _BUILDERS[ita_type](num_samples, **kw)
+    tile = kw.pop("loss_tile", 0)
+    if hparams.get("loss_tile") and "loss_tile" not in used:
+        raise ValueError(f"--loss_tile is not supported by --ita_type {ita_type} (clip, siglip and the GCL losses)")
+    loss = _BUILDERS[ita_type](num_samples, **kw)
+    loss.set_loss_tile(tile)
+    return loss

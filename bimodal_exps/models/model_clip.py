@@ -7,6 +7,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 
 from models.heads import build_head
 from models.locking import lock_fully
@@ -18,6 +19,26 @@ def l2_normalize(features: torch.Tensor) -> torch.Tensor:
     The result stays fp32: every consumer (losses, retrieval, zero-shot) works in fp32.
     """
     return F.normalize(features.float(), dim=-1)
+
+
+def enable_grad_checkpointing(tower: nn.Module, which: str) -> None:
+    """Turn on activation checkpointing of a tower: timm's and open_clip's `set_grad_checkpointing`, Hugging Face's
+    `activation_checkpointing_enable` (the text towers wrap their model as `.transformer`); ValueError otherwise.
+
+    A BatchNorm tower (ResNet) recomputes its blocks in train mode, so its running statistics see each batch twice.
+    """
+    target = getattr(tower, "transformer", tower)
+    try:
+        if isinstance(target, PreTrainedModel):
+            target.activation_checkpointing_enable({"use_reentrant": False})
+            return
+        if hasattr(target, "set_grad_checkpointing"):
+            target.set_grad_checkpointing(True)
+            return
+    except (AssertionError, NotImplementedError, ValueError):
+        pass
+    raise ValueError(f"--grad_checkpointing: the {which} tower ({type(target).__name__}) does not support "
+                     f"gradient checkpointing")
 
 
 class CLIP(nn.Module):
@@ -75,6 +96,11 @@ class CLIP(nn.Module):
         """torch.compile both towers in place: training and evaluation use them, state-dict keys stay the same."""
         self.visual_encoder.compile(backend=backend)
         self.text_encoder.compile(backend=backend)
+
+    def set_grad_checkpointing(self) -> None:
+        """Recompute both towers' block activations in the backward instead of storing them (`--grad_checkpointing`)."""
+        enable_grad_checkpointing(self.visual_encoder, "image")
+        enable_grad_checkpointing(self.text_encoder, "text")
 
     def forward(self, images: torch.Tensor, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(image_features, text_features), both [B, embed_dim] and l2-normalised."""

@@ -60,8 +60,9 @@ def test_seed_002_command_parses_with_its_webdataset_flags():
 @pytest.mark.parametrize("flags, message", [
     ("--dataset_type webdataset --train-num-samples 10", "needs --train-data"),
     ("--dataset_type webdataset --train-data 'a/{0..3}.tar'", "needs --train-num-samples"),
+    ("--ita_type simreg --loss_tile 8", "--loss_tile is not supported by --ita_type simreg"),
 ])
-def test_webdataset_flags_are_validated(flags, message):
+def test_webdataset_and_scale_flags_are_validated(flags, message):
     with pytest.raises(UsageError, match=message):
         parse(flags)
 

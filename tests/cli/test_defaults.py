@@ -123,7 +123,8 @@ LOSS_CLASSES = {"clip": "CLIPLoss", "sogclr": "SogCLRLoss", "isogclr": "ISogCLRL
                 **{f"fastclip_v{v}": f"FastCLIPv{v}Loss" for v in range(4)},
                 "simreg": "SimRegLoss", "simreg_l1": "SimRegLoss", "simreg_smoothl1": "SimRegLoss",
                 "vicreg": "VICRegLoss", "barlowtwins": "BarlowTwinsLoss", "rkd": "RKDLoss", "compress_1q": "CompRessLoss",
-                "compress_2q": "CompRessLoss", "seed": "SEEDLoss", "dino": "DINOLoss", "protocpc": "ProtoCPCLoss"}
+                "compress_2q": "CompRessLoss", "seed": "SEEDLoss", "dino": "DINOLoss", "protocpc": "ProtoCPCLoss",
+                "siglip": "SigLIPLoss"}
 
 
 @pytest.mark.parametrize("ita_type", ITA_TYPES)

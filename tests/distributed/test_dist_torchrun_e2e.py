@@ -42,11 +42,13 @@ def _args(shapes, out, ita_type: str, batch: int, init: str) -> list[str]:
             "--warmup_epochs", "0", "--zs_dataset", "none", "--checkpoint", init, "--output_dir", str(out)]
 
 
-@pytest.mark.parametrize("ita_type", ["clip", "sogclr"])
-def test_two_ranks_match_one_process_with_the_global_batch(shapes, tmp_path, initial, ita_type):
+@pytest.mark.parametrize(("ita_type", "accum"), [("clip", 1), ("sogclr", 1), ("isogclr", 2)])
+def test_two_ranks_match_one_process_with_the_global_batch(shapes, tmp_path, initial, ita_type, accum):
+    """With `accum` > 1 each rank runs `accum` micro-batches of PER_RANK_BATCH/accum per step (gradient caching,
+    DDP sync on the last one)."""
     init_path, init_state = initial
-    distributed = run_torchrun(_args(shapes, tmp_path / "w2", ita_type, PER_RANK_BATCH, init_path), nproc=WORLD,
-                               timeout=180)
+    args = _args(shapes, tmp_path / "w2", ita_type, PER_RANK_BATCH // accum, init_path) + ["--accum_freq", str(accum)]
+    distributed = run_torchrun(args, nproc=WORLD, timeout=180)
     assert distributed.codes == [0], distributed.output[-3000:]
     assert "world size 2" in distributed.output and distributed.output.count("training ") == 1  # rank 0 prints
     single = run_single(_args(shapes, tmp_path / "w1", ita_type, WORLD * PER_RANK_BATCH, init_path), timeout=180)

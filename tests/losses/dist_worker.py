@@ -3,7 +3,8 @@
 `run_case` is shared by the ranks and the single-process reference. The "model" is one parameter
 P ([B, 2d], identical on every rank); rank r feeds normalise(P[r·b:(r+1)·b]) to the loss, so averaging
 P's gradient over ranks is exactly what DDP does with parameter gradients. Every case runs in both
-`dist_mode`s, and the collectives called during the backward are counted.
+`dist_mode`s, untiled and (the losses that can) with `loss_tile` = TILE, and the collectives called
+during the backward are counted.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from models.losses import build_loss
+from models.losses import build_loss, used_hparams
 
 DIST_MODES = ("autograd", "fastclip")
 COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "reduce_scatter", "reduce_scatter_tensor",
@@ -22,8 +23,10 @@ COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "reduce_sca
 WORLD, LOCAL_B, DIM, NUM_SAMPLES, STEPS = 2, 4, 6, 12, 3
 SMALL = {"embed_dim": DIM, "tempnet_protos": 4, "tempnet_dropout": 0.0}
 QUEUE = {"embed_dim": DIM, "memory_bank_size": 10}  # wraps within the 8-row global batch
+TILE = 3  # ragged against the 4 local rows and the 8 global columns
 CASES = [
     ("clip", {"learnable_temp": True, "temp": 0.07}),
+    ("siglip", {}),
     ("sogclr", {"temp": 0.1}),
     ("sogclr", {"temp": 0.1, "gcl_normalizer": "positive_included", "state_init": "zero"}),
     ("isogclr", {"tau_init": 0.05, "rho": 1.0, "eta_init": 0.01, "tau_max": 1.0}),
@@ -94,11 +97,16 @@ def counting_collectives() -> Iterator[list[str]]:
             setattr(dist, name, original)
 
 
-def run_case(name: str, kw: dict, rank: int, world: int, dist_mode: str = "autograd") -> dict:
+def tileable(name: str) -> bool:
+    """Whether `name` accepts `loss_tile` (clip, siglip and the GCL losses)."""
+    return "loss_tile" in used_hparams(name)
+
+
+def run_case(name: str, kw: dict, rank: int, world: int, dist_mode: str = "autograd", loss_tile: int = 0) -> dict:
     """Three steps (epochs 0, 1, 2) of `name`; returns DDP-averaged gradients, the final state and the
     collectives called by the backward passes."""
     torch.manual_seed(0)  # identical loss-parameter init on every rank (as DDP's broadcast would ensure)
-    loss = build_loss(name, NUM_SAMPLES, dist_mode=dist_mode, **kw).double()
+    loss = build_loss(name, NUM_SAMPLES, dist_mode=dist_mode, loss_tile=loss_tile, **kw).double()
     params = [p for g in loss.param_groups() for p in g["params"]]
     b = WORLD * LOCAL_B // world
     rows = slice(rank * b, (rank + 1) * b)
@@ -127,6 +135,8 @@ def worker(rank: int, world: int, init_method: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         results = {mode: [run_case(name, kw, rank, world, mode) for name, kw in CASES] for mode in DIST_MODES}
+        results.update({f"{mode}-tiled": [run_case(name, kw, rank, world, mode, TILE) if tileable(name) else None
+                                          for name, kw in CASES] for mode in DIST_MODES})
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()

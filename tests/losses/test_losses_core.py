@@ -12,7 +12,7 @@ from models.gcl.schedules import eta_at, gamma_at
 from models.gcl.state import resolve_duplicates
 from models.losses import DISTILL_TYPES, ITA_TYPES, build_loss
 
-STATEFUL = [n for n in ITA_TYPES if n != "clip" and n not in DISTILL_TYPES]  # objectives: test_objectives_*
+STATEFUL = [n for n in ITA_TYPES if n not in ("clip", "siglip", *DISTILL_TYPES)]  # objectives: test_objectives_*
 SMALL = {"embed_dim": 6, "tempnet_protos": 4, "tempnet_dropout": 0.0}
 
 

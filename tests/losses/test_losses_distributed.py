@@ -60,6 +60,30 @@ def test_two_ranks_equal_single_process(rank_results, case, mode):
     assert any(g.abs().max() > 0 for g in single["grad"])
 
 
+TILED = [i for i, (name, _) in enumerate(dist_worker.CASES) if dist_worker.tileable(name)]
+
+
+@pytest.mark.parametrize("mode", dist_worker.DIST_MODES)
+@pytest.mark.parametrize("case", TILED, ids=[CASE_IDS[i] for i in TILED])
+def test_tiled_two_ranks_equal_untiled_single_process(rank_results, case, mode):
+    """`loss_tile` (blocks of 3, ragged) gives the untiled single-process gradients, state and τ on 2 ranks."""
+    name, kw = dist_worker.CASES[case]
+    single = dist_worker.run_case(name, kw, rank=0, world=1)
+    for r, ranks in enumerate(rank_results):
+        _assert_same_run(ranks[f"{mode}-tiled"][case], single, f"{name} {mode} tiled rank {r}")
+
+
+@pytest.mark.parametrize("case", range(len(dist_worker.CASES)), ids=CASE_IDS)
+def test_tiled_single_process_equals_untiled(case):
+    name, kw = dist_worker.CASES[case]
+    if not dist_worker.tileable(name):
+        with pytest.raises(ValueError, match="--loss_tile is not supported by --ita_type"):
+            build_loss(name, 4, loss_tile=2, **kw)
+        return
+    _assert_same_run(dist_worker.run_case(name, kw, rank=0, world=1, loss_tile=1),
+                     dist_worker.run_case(name, kw, rank=0, world=1), f"{name} tiled")
+
+
 @pytest.mark.parametrize("case", range(len(dist_worker.CASES)), ids=CASE_IDS)
 def test_fastclip_mode_equals_autograd_mode(rank_results, case):
     name, _ = dist_worker.CASES[case]

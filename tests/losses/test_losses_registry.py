@@ -6,7 +6,7 @@ import torch
 
 from models.losses import ITA_TYPES, LOSS_HPARAMS, build_loss, used_hparams
 
-D1_NAMES = {"clip", "sogclr", "isogclr", "isogclr_new", "sogclr_dro", "isogclr_tempnet", "sogclr_mine", "infosogclr",
+D1_NAMES = {"clip", "siglip", "sogclr", "isogclr", "isogclr_new", "sogclr_dro", "isogclr_tempnet", "sogclr_mine", "infosogclr",
             "sogclr_v2_mine", "hybrid", "fastclip_v0", "fastclip_v1", "fastclip_v2", "fastclip_v3"}
 DISTILL_NAMES = {"simreg", "simreg_l1", "simreg_smoothl1", "vicreg", "barlowtwins", "rkd", "compress_1q", "compress_2q",
                  "seed", "dino", "protocpc"}

@@ -1,4 +1,6 @@
 """Towers and the two-tower model: output shapes, unit norm, state-dict layout, tiny configs only."""
+import copy
+
 import pytest
 import torch
 from transformers import DistilBertConfig
@@ -6,7 +8,7 @@ from transformers import DistilBertConfig
 from models.config import ModelConfig, tiny_model_config
 from models.factory import create_model, create_tokenizer
 from models.image_tower import VIT_B32, create_image_tower, image_output_dim, resolve_image_encoder
-from models.model_clip import l2_normalize
+from models.model_clip import enable_grad_checkpointing, l2_normalize
 from models.text_tower import BPE_VOCAB_SIZE, HFTextEncoder, create_hf_tower, load_text_config
 
 CAPTIONS = ["a photo of a cat", "two dogs playing in the snow", "a red car"]
@@ -105,3 +107,36 @@ def test_normalisation_is_fp32_for_low_precision_activations():
     normalised = l2_normalize(features)
     assert normalised.dtype == torch.float32
     torch.testing.assert_close(normalised.norm(dim=-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("image_encoder, image_res, hf_text", [("test_vit", 32, False), ("test_resnet", 64, True)])
+def test_grad_checkpointing_same_gradients_fewer_saved_activations(image_encoder, image_res, hf_text, tiny_hf_dir,
+                                                                   no_network):
+    """timm (ViT, ResNet), the BPE transformer and HF DistilBERT (with its dropout): same gradients, less saved."""
+    extra = {"text_encoder": tiny_hf_dir} if hf_text else {}
+    cfg = tiny_model_config(image_encoder=image_encoder, image_res=image_res, **extra)
+    torch.manual_seed(0)
+    plain = create_model(cfg).train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing()
+    images = torch.randn(2, 3, image_res, image_res)
+    ids = torch.randint(0, 200, (2, 12))
+    tokens = {"input_ids": ids, "attention_mask": torch.ones_like(ids)} if hf_text else create_tokenizer(cfg)(["a", "b c"])
+    results = []
+    for model in (plain, checkpointed):
+        saved = []
+        torch.manual_seed(1)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            image_features, text_features = model(images, tokens)
+        (image_features[:, 0].sum() + (image_features @ text_features.T).sum()).backward()
+        results.append((sum(saved), [p.grad for p in model.parameters() if p.grad is not None]))
+    (saved_plain, grads_plain), (saved_ckpt, grads_ckpt) = results
+    assert saved_ckpt < saved_plain
+    assert len(grads_ckpt) == len(grads_plain) > 0
+    for a, b in zip(grads_ckpt, grads_plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_checkpointing_unsupported_tower_is_a_clear_error():
+    with pytest.raises(ValueError, match="--grad_checkpointing: the image tower \\(Linear\\) does not support"):
+        enable_grad_checkpointing(torch.nn.Linear(2, 2), "image")

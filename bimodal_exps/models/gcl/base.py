@@ -28,9 +28,10 @@ from torch import Tensor, nn
 
 from . import collectives
 from .candidates import CandidateView, RowTerm, candidate_loss, pack
-from .estimator import STATE_DTYPE, STATE_INITS, Direction, Normaliser, gcl_direction, reset_mask
+from .estimator import STATE_DTYPE, STATE_INITS, Direction, Normaliser, gcl_direction, reset_mask, tiled_direction
 from .schedules import gamma_at
 from .state import check_ids, write_rows
+from .tiled import Pairs
 
 DIST_MODES = ("autograd", "fastclip")
 
@@ -55,6 +56,7 @@ class Batch:
     pos_col: Tensor    # [b] global column of each local anchor's positive: rank·b + slot
     world: int
     split: bool = False  # fastclip mode with W > 1: gathered features detached, candidate part needed
+    tile: int = 0        # `--loss_tile`: blocks of the b×B matrices (0: formed whole); see tiled.py
 
     @property
     def size(self) -> int:
@@ -67,22 +69,32 @@ class Batch:
         return self.img @ self.all_txt.T, self.txt @ self.all_img.T
 
     @cached_property
+    def positives(self) -> Tensor:
+        """[b] S_ii = ⟨e_i, z_i⟩ of the local pairs."""
+        return (self.img * self.txt).sum(dim=1)
+
+    @cached_property
     def differences(self) -> tuple[Tensor, Tensor]:
         """h^I [b, B] (image anchors vs texts) and h^T [b, B] (text anchors vs images), S_ij − S_ii."""
-        pos = (self.img * self.txt).sum(dim=1, keepdim=True)
+        pos = self.positives.unsqueeze(1)
         sim_img, sim_txt = self.similarities
         return sim_img - pos, sim_txt - pos
+
+    def pairs(self, side: str, tau: Tensor, mask_positive: bool = True, log_cap: float | None = None) -> Pairs:
+        """The side's local anchors against the global candidates, for the tiled reductions (`tiled.py`)."""
+        anchors, cands = (self.img, self.all_txt) if side == "img" else (self.txt, self.all_img)
+        return Pairs(anchors, cands, self.positives, self.pos_col, tau, mask_positive, log_cap)
 
     def candidate_loss(self, terms: Sequence[RowTerm], gathered: Tensor) -> Tensor | float:
         """FastCLIP's candidate part for `terms` given their gathered [B, 3·T] scalars (0 unless split)."""
         if not self.split:
             return 0.0
-        sim_img, sim_txt = self.similarities
+        sim_img, sim_txt = self.similarities if not self.tile else (None, None)
         anchor_pos = (self.all_img * self.all_txt).sum(dim=1)
         # image anchors' candidates are the local texts: their block is z_loc·Êᵀ, and vice versa
-        views = {"img": CandidateView(sim_txt, self.all_img, self.txt),
-                 "txt": CandidateView(sim_img, self.all_txt, self.img)}
-        return candidate_loss(terms, gathered, views, anchor_pos, self.pos_col)
+        views = {"img": CandidateView(self.all_img, self.txt, sim_txt),
+                 "txt": CandidateView(self.all_txt, self.img, sim_img)}
+        return candidate_loss(terms, gathered, views, anchor_pos, self.pos_col, self.tile)
 
     def replicated(self, term: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """`term(global image features, global text features)`, a term every rank computes identically.
@@ -105,13 +117,24 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
 class ContrastiveLoss(nn.Module):
     """Base class: `loss_fn(image_features, text_features, ids) -> LossOutput`."""
 
+    tileable = False  # computes its b×B reductions through `Batch.pairs` / `tiled.py` when `loss_tile` > 0
+
     def __init__(self, dist_mode: str = "autograd") -> None:
         super().__init__()
         if dist_mode not in DIST_MODES:
             raise ValueError(f"dist_mode must be one of {DIST_MODES}, got {dist_mode!r}")
         self.dist_mode = dist_mode
+        self.loss_tile = 0
         self.epoch = 0
         self.num_epochs = 1
+
+    def set_loss_tile(self, tile: int) -> None:
+        """Compute the loss in [tile, tile] blocks of the b×B matrices (0: whole), for the losses that can (`tiled.py`)."""
+        if tile < 0:
+            raise ValueError(f"loss_tile must be >= 0, got {tile}")
+        if tile and not self.tileable:
+            raise ValueError(f"--loss_tile is not supported by {type(self).__name__}")
+        self.loss_tile = int(tile)
 
     def set_epoch(self, epoch: int, num_epochs: int) -> None:
         """Called by the engine before every epoch (0-based)."""
@@ -157,7 +180,7 @@ class ContrastiveLoss(nn.Module):
             raise ValueError("contrastive losses need a global batch of at least 2 pairs")
         b = img.shape[0]
         pos_col = torch.arange(rank * b, (rank + 1) * b, device=img.device)
-        return Batch(img, txt, ids, all_img, all_txt, pos_col, world, split)
+        return Batch(img, txt, ids, all_img, all_txt, pos_col, world, split, self.loss_tile)
 
     @staticmethod
     def candidate_part(batch: Batch, terms: Sequence[RowTerm]) -> Tensor | float:
@@ -212,11 +235,17 @@ class StatefulLoss(ContrastiveLoss):
         """State `name` at `ids`, float64."""
         return getattr(self, name)[ids].to(STATE_DTYPE)
 
-    def direction(self, h: Tensor, batch: Batch, tau: Tensor, log_u_name: str, normaliser: Normaliser,
+    def direction(self, h: Tensor | Pairs, batch: Batch, tau: Tensor, log_u_name: str, normaliser: Normaliser,
                   gamma: float, log_cap: float | None = None) -> Direction:
-        """Run the shared estimator for one direction with the stored ℓ of `log_u_name`."""
+        """Run the shared estimator for one direction with the stored ℓ of `log_u_name`.
+
+        `h`: the [b, B] differences, or the side's `Pairs` (whose τ and cap are used) to run it in blocks of
+        `batch.tile`.
+        """
         log_u_old = self.read(log_u_name, batch.ids)
         reset = reset_mask(log_u_old, self.state_init, self.epoch)
+        if isinstance(h, Pairs):
+            return tiled_direction(h, log_u_old, normaliser, gamma, reset, batch.tile)
         return gcl_direction(h, batch.pos_col, tau, log_u_old, normaliser, gamma, reset, log_cap)
 
     def write(self, batch: Batch, values: dict[str, Tensor],

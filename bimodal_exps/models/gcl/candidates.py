@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .tiled import blocks, positive_mask
+
 SIDES = ("img", "txt")  # the two anchor modalities: image anchors vs texts, text anchors vs images
 SCALARS_PER_TERM = 3  # ℓ, τ, coef
 
@@ -63,12 +65,11 @@ def pack(terms: Sequence[RowTerm]) -> Tensor:
 
 @torch.no_grad()
 def candidate_weights(block: Tensor, anchor_pos: Tensor, pos_col: Tensor, term: RowTerm,
-                      scalars: Tensor) -> Tensor:
-    """[b, B] coef_j·w_ji of global anchor j (column) against local candidate i (row).
+                      scalars: Tensor, cols: slice) -> Tensor:
+    """[b, c] coef_j·w_ji of global anchors j ∈ `cols` (columns) against the local candidates i (rows).
 
-    block: [b, B] S_ji stored transposed (row = local candidate); anchor_pos: [B] S_jj of the global
-    anchors; pos_col: [b] global column of each local candidate's own pair; scalars: [B, 3] gathered
-    (ℓ, τ, coef) of the global anchors.
+    block: [b, c] S_ji stored transposed (row = local candidate); anchor_pos: [c] S_jj of those anchors;
+    pos_col: [b] global column of each local candidate's own pair; scalars: [c, 3] gathered (ℓ, τ, coef).
     """
     log_u, tau, coef = scalars.to(block.dtype).unbind(dim=1)
     x = (block.detach() - anchor_pos) / tau
@@ -76,7 +77,7 @@ def candidate_weights(block: Tensor, anchor_pos: Tensor, pos_col: Tensor, term: 
         x.clamp_(max=term.log_cap)
     weights = x.sub_(log_u).exp_().mul_(coef)
     if term.mask_positive:
-        weights.scatter_(1, pos_col.unsqueeze(1), 0.0)
+        weights.masked_fill_(positive_mask(pos_col, slice(None), cols), 0.0)
     return weights
 
 
@@ -84,24 +85,33 @@ def candidate_weights(block: Tensor, anchor_pos: Tensor, pos_col: Tensor, term: 
 class CandidateView:
     """One direction seen from its local candidates (texts for image anchors, images for text anchors)."""
 
-    block: Tensor       # [b, B] S_ji = ⟨candidate_i, anchor_j⟩ stored transposed (only its values are used)
     anchors: Tensor     # [B, d] detached global anchor features
     candidates: Tensor  # [b, d] local candidate features (with grad)
+    block: Tensor | None = None  # [b, B] S_ji = ⟨candidate_i, anchor_j⟩ when already formed (values only)
+
+    def columns(self, cols: slice) -> Tensor:
+        """[b, c] S_ji for the global anchors j ∈ `cols` (a slice of `block`, or formed now)."""
+        if self.block is not None:
+            return self.block[:, cols]
+        return self.candidates.detach() @ self.anchors[cols].T
 
 
 def candidate_loss(terms: Sequence[RowTerm], gathered: Tensor, views: dict[str, CandidateView],
-                   anchor_pos: Tensor, pos_col: Tensor) -> Tensor:
+                   anchor_pos: Tensor, pos_col: Tensor, tile: int = 0) -> Tensor:
     """Σ_terms (1/b)·Σ_ij coef_j·w_ji·S_ji with the value subtracted: it only adds the candidate gradient.
 
     `views[term.anchor]` describes the term's direction; `gathered` is [B, 3·T]. The gradient w.r.t.
     candidate i is Σ_j coef_j·w_ji·anchor_j, so the sum is formed as Σ_i ⟨cand_i, (W·Â)_i⟩: autograd keeps
-    a [b, d] tensor for the backward instead of the [b, B] weights.
+    a [b, d] tensor for the backward instead of the [b, B] weights, which are formed in column blocks of
+    `tile` (0: one block).
     """
     total = anchor_pos.new_zeros(())
     for k, term in enumerate(terms):
         view = views[term.anchor]
         scalars = gathered[:, SCALARS_PER_TERM * k:SCALARS_PER_TERM * (k + 1)]
-        weights = candidate_weights(view.block, anchor_pos, pos_col, term, scalars)
-        pull = weights @ view.anchors  # [b, d], no grad
+        pull = view.candidates.new_zeros(view.candidates.shape)  # [b, d], no grad
+        for cols in blocks(view.anchors.shape[0], tile):
+            weights = candidate_weights(view.columns(cols), anchor_pos[cols], pos_col, term, scalars[cols], cols)
+            pull += weights @ view.anchors[cols]
         total = total + torch.einsum("id,id->", view.candidates, pull) / view.candidates.shape[0]
     return total - total.detach()

@@ -34,7 +34,6 @@ class Step:
     """One forward of a GCL loss, handed to every hook."""
 
     batch: Batch
-    h: dict[str, Tensor]   # [b, B] differences S_ij − S_ii per side (with grad)
     gamma: float
     tau: dict[str, Tensor] = field(default_factory=dict)     # anchor τ per side as returned (may carry grad)
     stats: dict[str, Tensor] = field(default_factory=dict)   # detached 0-dim values to log
@@ -44,6 +43,7 @@ class GCLLoss(StatefulLoss):
     """Σ_δ mean_i coef·τ-scaled GCL surrogate of side δ, with the state ℓ (and τ_i) of every pair id."""
 
     log_cap: float | None = None  # clamp of x = h/τ (HybridSogCLR parity); None: no clamp
+    tileable = True
 
     def __init__(self, num_samples: int, sogclr_gamma: float, gamma_schedule: str = "constant",
                  gamma_decay_epochs: int | None = None, state_init: str = "first_visit", *,
@@ -102,13 +102,14 @@ class GCLLoss(StatefulLoss):
         return self.anchor_tau(step)
 
     def _compute(self, batch: Batch) -> LossOutput:
-        step = Step(batch, dict(zip(SIDES, batch.differences)), self.gamma)
+        step = Step(batch, self.gamma)
         step.tau = self._anchor_tau(step)
         norm = self.normaliser(step)
         b, dtype = batch.img.shape[0], batch.img.dtype
         loss, objective, new, terms = 0.0, 0.0, {}, []
         for s in SIDES:
-            h, tau = step.h[s], step.tau[s].detach().expand(b)
+            tau = step.tau[s].detach().expand(b)
+            h = batch.pairs(s, tau.to(dtype), log_cap=self.log_cap) if batch.tile else batch.differences[SIDES.index(s)]
             d = self.direction(h, batch, tau, f"log_u_{s}", norm, step.gamma, self.log_cap)
             coef = self.feature_coef(step, s, d)
             coef = coef.to(dtype) if torch.is_tensor(coef) else coef

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .candidates import RowTerm
+from .tiled import Pairs
 
 STATE_INITS = ("first_visit", "zero", "epoch0")
 STATE_DTYPE = torch.float64  # ℓ and the per-row scalars derived from it (docs/losses.md §2)
@@ -70,19 +71,18 @@ class Direction:
     """Result of one direction (image→text or text→image) for the local anchors."""
 
     log_u: Tensor      # [b] updated ℓ = log u (the value to store), float64
-    weights: Tensor    # [b, B] detached w_ij in the compute dtype, 0 at the positive column
     neg_coef: float
     tau: Tensor        # [b] anchor temperatures used for x = h/τ, in the compute dtype
-    h: Tensor          # [b, B] the differences the weights were computed from (any grad state)
     log_cap: float | None = None
-    _weighted_h: Tensor | None = field(default=None, repr=False)
 
     def surrogate(self, y: Tensor | None = None) -> Tensor:
         """[b] neg_coef·Σ_j w_ij·y_ij (y = h by default): its gradient is the GCL gradient (value meaningless)."""
-        out = self.neg_coef * torch.einsum("ij,ij->i", self.weights, self.h if y is None else y)
-        if y is None:
-            self._weighted_h = out.detach()
-        return out
+        raise NotImplementedError
+
+    @property
+    def weighted_h(self) -> Tensor:
+        """[b] neg_coef·Σ_j w_ij·h_ij, detached: the value of `surrogate()`."""
+        raise NotImplementedError
 
     def row_term(self, anchor: str, coef: Tensor | float = 1.0) -> RowTerm:
         """The candidate-part description of `coef·surrogate(h)` in a loss (`anchor`: "img" or "txt").
@@ -93,13 +93,6 @@ class Direction:
         coef = torch.as_tensor(coef, dtype=self.log_u.dtype, device=self.log_u.device) * self.neg_coef
         return RowTerm(anchor, self.log_u, self.tau, coef, log_cap=self.log_cap)
 
-    @property
-    def weighted_h(self) -> Tensor:
-        """[b] neg_coef·Σ_j w_ij·h_ij, detached: the value of `surrogate()`, reused when it was computed."""
-        if self._weighted_h is None:
-            self._weighted_h = self.neg_coef * torch.einsum("ij,ij->i", self.weights, self.h.detach())
-        return self._weighted_h
-
     def mean_x(self) -> Tensor:
         """[b] E_{p_i}[h/τ] = neg_coef·Σ_j w_ij·x_ij (the positive has h = 0), detached, float64."""
         return self.weighted_h.to(STATE_DTYPE) / self.tau.to(STATE_DTYPE)
@@ -107,6 +100,43 @@ class Direction:
     def rgcl_grad(self, rho: Tensor | float) -> Tensor:
         """[b] G_i = ∂/∂τ_i [τ_i·log g_i + ρτ_i] estimated as ℓ_i + ρ − E_{p_i}[h/τ] (docs/losses.md §5), float64."""
         return self.log_u + rho - self.mean_x()
+
+
+@dataclass(kw_only=True)
+class DenseDirection(Direction):
+    """A direction holding its [b, B] weights (the untiled layout)."""
+
+    weights: Tensor    # [b, B] detached w_ij in the compute dtype, 0 at the positive column
+    h: Tensor          # [b, B] the differences the weights were computed from (any grad state)
+    _weighted_h: Tensor | None = field(default=None, repr=False)
+
+    def surrogate(self, y: Tensor | None = None) -> Tensor:
+        out = self.neg_coef * torch.einsum("ij,ij->i", self.weights, self.h if y is None else y)
+        if y is None:
+            self._weighted_h = out.detach()
+        return out
+
+    @property
+    def weighted_h(self) -> Tensor:
+        if self._weighted_h is None:
+            self._weighted_h = self.neg_coef * torch.einsum("ij,ij->i", self.weights, self.h.detach())
+        return self._weighted_h
+
+
+@dataclass(kw_only=True)
+class TiledDirection(Direction):
+    """A direction whose weighted row sums were formed in blocks (`--loss_tile`, `tiled.py`); no [b, B] tensor."""
+
+    rows: Tensor       # [b] neg_coef·Σ_j w_ij·h_ij with the gradient of h (w detached)
+
+    def surrogate(self, y: Tensor | None = None) -> Tensor:
+        if y is not None:
+            raise ValueError("a tiled direction only has the surrogate of h")
+        return self.rows
+
+    @property
+    def weighted_h(self) -> Tensor:
+        return self.rows.detach()
 
 
 def reset_mask(log_u_old: Tensor, state_init: str, epoch: int) -> Tensor:
@@ -122,6 +152,14 @@ def reset_mask(log_u_old: Tensor, state_init: str, epoch: int) -> Tensor:
     if state_init == "zero":
         return torch.zeros_like(log_u_old, dtype=torch.bool)
     raise ValueError(f"state_init must be one of {STATE_INITS}, got {state_init!r}")
+
+
+def log_normaliser(log_sum: Tensor, normaliser: Normaliser) -> Tensor:
+    """L_i = log(pos_mass + neg_coef·e^{log_sum_i}) from the log-sum-exp of x over the negatives, float64."""
+    log_g = log_sum.to(STATE_DTYPE) + math.log(normaliser.neg_coef)
+    if normaliser.pos_mass > 0.0:
+        log_g = torch.logaddexp(log_g, torch.full_like(log_g, math.log(normaliser.pos_mass)))
+    return log_g
 
 
 def moving_average(log_u_old: Tensor, log_g: Tensor, gamma: float, reset: Tensor) -> Tensor:
@@ -151,9 +189,18 @@ def gcl_direction(h: Tensor, pos_col: Tensor, tau: Tensor, log_u_old: Tensor, no
     row_max = x.amax(dim=1)
     weights = x.sub_(row_max.unsqueeze(1)).exp_()
     row_max = row_max.to(STATE_DTYPE)
-    log_g = weights.sum(dim=1).to(STATE_DTYPE).log_() + row_max + math.log(normaliser.neg_coef)
-    if normaliser.pos_mass > 0.0:
-        log_g = torch.logaddexp(log_g, torch.full_like(log_g, math.log(normaliser.pos_mass)))
+    log_g = log_normaliser(weights.sum(dim=1).to(STATE_DTYPE).log_() + row_max, normaliser)
     log_u = moving_average(log_u_old.to(STATE_DTYPE), log_g, gamma, reset)
     weights.mul_(torch.exp(row_max - log_u).to(weights.dtype).unsqueeze(1))  # exp(x − ℓ), bounded by (B−1)/γ
-    return Direction(log_u=log_u, weights=weights, neg_coef=normaliser.neg_coef, tau=tau, h=h, log_cap=log_cap)
+    return DenseDirection(log_u=log_u, weights=weights, neg_coef=normaliser.neg_coef, tau=tau, h=h, log_cap=log_cap)
+
+
+def tiled_direction(pairs: Pairs, log_u_old: Tensor, normaliser: Normaliser, gamma: float, reset: Tensor,
+                    tile: int) -> TiledDirection:
+    """`gcl_direction` in blocks of `tile` (`tiled.py`): the same ℓ, weights and surrogate without [b, B] tensors."""
+    row_max, log_sum = pairs.logsumexp(tile)
+    log_g = log_normaliser(log_sum.to(STATE_DTYPE) + row_max.to(STATE_DTYPE), normaliser)
+    log_u = moving_average(log_u_old.to(STATE_DTYPE), log_g, gamma, reset)
+    log_scale = (row_max.to(STATE_DTYPE) - log_u).to(row_max.dtype)  # w = exp(x − m)·exp(m − ℓ)
+    rows = normaliser.neg_coef * pairs.weighted_h(row_max, log_scale, tile)
+    return TiledDirection(log_u=log_u, neg_coef=normaliser.neg_coef, tau=pairs.tau, log_cap=pairs.log_cap, rows=rows)

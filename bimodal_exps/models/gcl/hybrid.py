@@ -13,6 +13,7 @@ from .candidates import SIDES
 from .core import GCLLoss, Step
 from .estimator import NORMALIZERS, Direction, Normaliser
 from .regularizers import off_diagonal_cov, variance_hinge
+from .tiled import blocks
 
 HYBRID_STD = ("unbiased", "population")
 PARITY_SLOTS = 8192            # HYB aliases every id ≥ 8191 onto slot 8191
@@ -20,16 +21,27 @@ PARITY_LOG_CAP = math.log(1e3)  # HYB caps exp(·) at 1e3
 PARITY_REG_WEIGHT = 0.1         # weight of HYB's "covariance" and "difficulty" terms
 
 
-@torch.no_grad()
-def global_similarity_std(h: Tensor, pos: Tensor, unbiased: bool) -> Tensor:
-    """Std of all B² entries of the global cosine matrix S = h + pos from this rank's rows.
+def row_moments(batch: Batch) -> tuple[Tensor, Tensor]:
+    """(Σ_j h_ij, Σ_j h_ij²) of the image anchors' rows, in blocks of `batch.tile` (one block when 0)."""
+    img, txt, pos = batch.img.detach(), batch.all_txt.detach(), batch.positives.detach()  # (cached with grad)
+    row_sum, row_sq = img.new_zeros(img.shape[0]), img.new_zeros(img.shape[0])
+    for rows in blocks(img.shape[0], batch.tile):
+        for cols in blocks(txt.shape[0], batch.tile):
+            h = img[rows] @ txt[cols].T - pos[rows].unsqueeze(1)
+            row_sum[rows] += h.sum(dim=1)
+            row_sq[rows] += h.square().sum(dim=1)
+    return row_sum, row_sq
 
-    Two passes over row statistics (Σ_j h_ij, Σ_j h_ij²), so no extra [b, B] tensor is formed.
+
+@torch.no_grad()
+def global_similarity_std(row_sum: Tensor, row_sq: Tensor, cols: int, pos: Tensor, unbiased: bool) -> Tensor:
+    """Std of all B² entries of the global cosine matrix S = h + pos from this rank's row moments of h.
+
+    Two passes over row statistics (Σ_j h_ij, Σ_j h_ij² over the `cols` = B columns), so no extra [b, B]
+    tensor is formed.
     """
-    cols = h.shape[1]
-    pos = pos.squeeze(1)
-    row_sum, row_sq = h.sum(dim=1), torch.linalg.vector_norm(h, dim=1).square()
-    total = collectives.all_reduce_sum(torch.stack([row_sum.sum() + cols * pos.sum(), h.new_full((), float(h.numel()))]))
+    total = collectives.all_reduce_sum(torch.stack([row_sum.sum() + cols * pos.sum(),
+                                                    row_sum.new_full((), float(cols * row_sum.shape[0]))]))
     mean, n = total[0] / total[1], total[1]
     centred = pos - mean
     sq = collectives.all_reduce_sum((row_sq + 2.0 * centred * row_sum + cols * centred.square()).sum())
@@ -74,8 +86,8 @@ class HybridSogCLRLoss(GCLLoss):
     def anchor_tau(self, step: Step) -> dict[str, Tensor]:
         """τ_t from the std of the global similarity matrix (no gradient), the same for every anchor."""
         batch = step.batch
-        pos = (batch.img * batch.txt).sum(dim=1, keepdim=True)
-        sigma = global_similarity_std(step.h["img"].detach(), pos.detach(), self.unbiased_std)
+        row_sum, row_sq = row_moments(batch)
+        sigma = global_similarity_std(row_sum, row_sq, batch.size, batch.positives.detach(), self.unbiased_std)
         step.stats["sim_std"] = sigma
         return dict.fromkeys(SIDES, self.tau0 * (1.0 + torch.tanh(sigma)))
 
