@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,6 @@ def tiny_model_config(**overrides: Any) -> ModelConfig:
     Same as the flags `--image_encoder test_vit --image_res 64 --text_encoder Transformer --text_width 64
     --text_heads 2 --text_layers 2 --context_length 32 --embed_dim 32`.
     """
-    tiny = ModelConfig(image_encoder="test_vit", image_res=64, text_encoder="Transformer", text_width=64,
-                       text_heads=2, text_layers=2, context_length=32, embed_dim=32)
-    return replace(tiny, **overrides)
+    tiny = dict(image_encoder="test_vit", image_res=64, text_encoder="Transformer", text_width=64, text_heads=2,
+                text_layers=2, context_length=32, embed_dim=32)
+    return ModelConfig(**{**tiny, **overrides})  # not dataclasses.replace: the builders resolve from the overrides

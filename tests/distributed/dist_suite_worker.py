@@ -17,11 +17,11 @@ CONFIG = {"image_encoder": "test_resnet", "image_res": 32, "text_encoder": "Tran
           "text_heads": 2, "text_layers": 1, "context_length": 32, "embed_dim": 16}
 
 
-def evaluate(rank: int, world: int, port: int, shapes: str, words: str, out_dir: str) -> None:
+def evaluate(rank: int, world: int, init_method: str, shapes: str, words: str, out_dir: str) -> None:
     """Metrics of this rank, saved as rank<r>.pt."""
     torch.set_num_threads(1)
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
         config = ModelConfig(**CONFIG)

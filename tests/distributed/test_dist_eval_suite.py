@@ -5,13 +5,13 @@ import torch
 import torch.multiprocessing as mp
 
 import dist_suite_worker
-from dist_helpers import free_port
+from rendezvous import file_rendezvous
 
 
 def _evaluate(world: int, shapes, words, out) -> list[dict]:
     out.mkdir()
-    mp.spawn(dist_suite_worker.evaluate, args=(world, free_port(), str(shapes), str(words), str(out)), nprocs=world,
-             join=True)
+    mp.spawn(dist_suite_worker.evaluate, args=(world, file_rendezvous(out), str(shapes), str(words), str(out)),
+             nprocs=world, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(world)]
 
 
