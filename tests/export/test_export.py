@@ -46,12 +46,13 @@ def test_zero_and_mlp_image_heads_round_trip(tmp_path):
     assert_same_embeddings(cfg, *round_trip(cfg, tmp_path))
 
 
-@pytest.mark.parametrize("pooler", ["cls", "mean"])
+@pytest.mark.parametrize("pooler", ["cls", "pooler", "mean"])
 def test_timm_and_hf_text_round_trip(tmp_path, pooler):
     BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                intermediate_size=64).save_pretrained(tmp_path / "bert")
     (tmp_path / "bert" / "vocab.txt").write_text("\n".join(WORDS))
-    cfg = tiny_model_config(text_builder="hf", text_encoder=str(tmp_path / "bert"), text_tokenizer=str(tmp_path / "bert" / "vocab.txt"),
+    cfg = tiny_model_config(text_builder="hf", text_encoder=str(tmp_path / "bert"),
+                            text_tokenizer=str(tmp_path / "bert" / "vocab.txt"),
                             text_pooler=pooler, text_head_layers=0, text_max_len=8)
     assert_same_embeddings(cfg, *round_trip(cfg, tmp_path))
 
@@ -78,3 +79,53 @@ def test_cli_exports_a_checkpoint_and_refuses_with_one_line(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--text_head_layers 2" in err
+
+
+class PairSet(torch.utils.data.Dataset):
+    """Preprocessed images, each with `targets[i]` (our index, a label, or CLIP_benchmark's caption list)."""
+
+    def __init__(self, images, targets, captions=()):
+        self.images, self.targets = images, targets
+        self.text = [caption for pair in captions for caption in pair]  # our retrieval set's fields
+        self.img2txt = [[2 * index, 2 * index + 1] for index in range(len(captions))]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index], self.targets[index]
+
+
+def test_clip_benchmark_metrics_equal_ours(tmp_path):
+    from clip_benchmark.metrics import zeroshot_classification, zeroshot_retrieval
+
+    from engine.evaluation import evaluate_retrieval, evaluate_zeroshot
+    cfg = tiny_model_config()
+    ours, theirs, tokenizer = round_trip(cfg, tmp_path)
+    torch.manual_seed(1)
+    images = torch.randn(12, 3, cfg.image_res, cfg.image_res)
+    words = ["red", "blue", "green", "round", "square", "small"]
+    captions = [(f"a {words[i % 6]} shape number {i}", f"picture {i} of {words[(i * 5) % 6]} things")
+                for i in range(12)]
+    labels = torch.arange(12) % 3
+    classnames, templates = ["circle", "square", "triangle"], ["a photo of a {}.", "a drawing of a {}."]
+    cpu = torch.device("cpu")
+
+    mine = evaluate_retrieval(ours, create_tokenizer(cfg), PairSet(images, list(range(12)), captions), cpu,
+                              batch_size=5, workers=0)
+    loader = torch.utils.data.DataLoader(PairSet(images, captions), batch_size=5, collate_fn=lambda rows: (
+        torch.stack([row[0] for row in rows]), [list(row[1]) for row in rows]))
+    benchmark = zeroshot_retrieval.evaluate(theirs, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5])
+    for k in (1, 5):
+        assert mine[f"txt_r{k}"] == pytest.approx(100 * benchmark[f"text_retrieval_recall@{k}"])
+        assert mine[f"img_r{k}"] == pytest.approx(100 * benchmark[f"image_retrieval_recall@{k}"])
+
+    # clip-benchmark 1.6.2's zeroshot_classification.evaluate fails under numpy >= 2.4 in its own accuracy();
+    # its classifier and logits are the parts that touch the model.
+    zeroshot = PairSet(images, labels)
+    mine = evaluate_zeroshot(ours, create_tokenizer(cfg), zeroshot, classnames, templates, cpu, batch_size=5, workers=0)
+    classifier = zeroshot_classification.zero_shot_classifier(
+        theirs, tokenizer, classnames, [t.replace("{}", "{c}") for t in templates], "cpu", amp=False)
+    logits, target = zeroshot_classification.run_classification(
+        theirs, classifier, torch.utils.data.DataLoader(zeroshot, batch_size=5), "cpu", amp=False)
+    assert mine["zeroshot_top1"] == pytest.approx(100 * (logits.argmax(dim=1) == target).double().mean().item())
