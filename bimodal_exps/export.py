@@ -23,7 +23,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import open_clip  # noqa: E402
 import torch  # noqa: E402
+from open_clip.transformer import QuickGELU  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from timm.models import save_for_hf  # noqa: E402
 from torch import nn  # noqa: E402
@@ -33,7 +35,7 @@ from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from models.config import ModelBuildError, ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.model_clip import CLIP  # noqa: E402
-from models.text_tower import BPETextEncoder, HFTextEncoder  # noqa: E402
+from models.text_tower import BPETextEncoder, HFTextEncoder, OpenCLIPTextEncoder  # noqa: E402
 
 WEIGHTS_FILE = "open_clip_model.safetensors"  # the first name open_clip's local-dir loader looks for
 CONFIG_FILE = "open_clip_config.json"
@@ -71,10 +73,12 @@ def openclip_mlp(head: nn.Module, embed_dim: int) -> tuple[nn.Linear, nn.Linear]
 
 
 def image_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """OpenCLIP `vision_cfg` and `visual.*` tensors for a timm tower and its head."""
-    if cfg.image_builder != "timm":
-        raise ExportError(f"image tower: --image_builder {cfg.image_builder} is not expressible in OpenCLIP "
+    """OpenCLIP `vision_cfg` and `visual.*` tensors for a timm or OpenCLIP tower and its head."""
+    if cfg.image_builder == "torchvision":
+        raise ExportError("image tower: --image_builder torchvision is not expressible in OpenCLIP "
                           "(it builds image towers from timm or its own ViT/ResNet configs only)")
+    if cfg.image_builder == "openclip":
+        return openclip_image_part(cfg, model)
     tower = model.visual_encoder
     if int(getattr(tower, "head_hidden_size", None) or tower.num_features) != tower.num_features:
         raise ExportError(f"image tower: {cfg.image_encoder} has a hidden layer after pooling "
@@ -98,6 +102,46 @@ def image_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, Any]
     vision_cfg = {"timm_model_name": f"local-dir:{(out / TIMM_SUBDIR).resolve()}", "timm_model_pretrained": False,
                   "timm_pool": "", "timm_proj": proj, "timm_proj_bias": True, "image_size": cfg.image_res}
     return vision_cfg, state
+
+
+def openclip_image_part(cfg: ModelConfig, model: CLIP) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The OpenCLIP model's own `vision_cfg` at our resolution and its `visual.*` tensors (0-layer head only)."""
+    if not isinstance(model.vision_proj, nn.Identity):
+        raise ExportError(f"image head: --image_head_layers {cfg.image_head_layers} on OpenCLIP {cfg.image_encoder} "
+                          "is not expressible; OpenCLIP's vision projection has no bias and nothing after it "
+                          "(use --image_head_layers 0)")
+    vision_cfg = dict(open_clip.get_model_config(cfg.image_encoder)["vision_cfg"], image_size=cfg.image_res)
+    return vision_cfg, {f"visual.{key}": value for key, value in model.visual_encoder.state_dict().items()}
+
+
+def openclip_text_part(cfg: ModelConfig, model: CLIP) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The OpenCLIP model's own `text_cfg` and text tensors; a 1-layer head is folded into its projection."""
+    tower: OpenCLIPTextEncoder = model.text_encoder
+    clip = tower.clip
+    if tower.prompts is not None:
+        raise ExportError("text tower: --text_prompt_tokens inserts learnable prompt vectors, which OpenCLIP's "
+                          "text transformer has no place for")
+    if not hasattr(clip, "token_embedding"):
+        raise ExportError(f"text tower: OpenCLIP {cfg.text_encoder} has a custom text tower, which export.py does "
+                          "not map (exported: OpenCLIP models with the built-in text transformer)")
+    text_cfg = dict(open_clip.get_model_config(cfg.text_encoder)["text_cfg"])
+    state = dict(clip.state_dict())
+    head = model.text_proj
+    if isinstance(head, nn.Linear):
+        # head(x @ P) = x @ (P W^T) + b: one biased Linear, OpenCLIP's `proj_bias`.
+        projection = state.pop("text_projection")
+        if isinstance(clip.text_projection, nn.Linear):
+            weight = head.weight @ projection
+            bias = head.weight @ state.pop("text_projection.bias") + head.bias
+        else:
+            weight, bias = head.weight @ projection.T, head.bias
+        state.pop("text_projection.weight", None)
+        state.update({"text_projection.weight": weight, "text_projection.bias": bias})
+        text_cfg.update(proj_type="linear", proj_bias=True)
+    elif not isinstance(head, nn.Identity):
+        raise ExportError(f"text head: --text_head_layers {cfg.text_head_layers} is not expressible; OpenCLIP's "
+                          "text projection is a single Linear")
+    return text_cfg, state
 
 
 def bpe_text_part(cfg: ModelConfig, model: CLIP) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -143,18 +187,22 @@ def hf_text_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, An
 
 def export(cfg: ModelConfig, model: CLIP, out: Path) -> Path:
     """Write `model` (built from `cfg`) as an OpenCLIP local-dir model in `out`; returns the config path."""
-    if cfg.text_builder not in ("bpe", "hf"):
-        raise ExportError(f"text tower: --text_builder {cfg.text_builder} is not expressible in OpenCLIP here "
-                          "(exported: the BPE Transformer and Hugging Face towers)")
+    if cfg.text_builder == "sbert":
+        raise ExportError("text tower: --text_builder sbert (a sentence-transformers pipeline) is not expressible "
+                          "in OpenCLIP (exported: BPE Transformer, Hugging Face and OpenCLIP text towers)")
     out.mkdir(parents=True, exist_ok=True)
+    quick_gelu = shared_quick_gelu(cfg, model)
     vision_cfg, state = image_part(cfg, model, out)
     if cfg.text_builder == "bpe":
         text_cfg, text_state = bpe_text_part(cfg, model)
+    elif cfg.text_builder == "openclip":
+        text_cfg, text_state = openclip_text_part(cfg, model)
     else:
         text_cfg, text_state = hf_text_part(cfg, model, out)
     state.update(text_state)
     state["logit_scale"] = torch.tensor(math.log(1 / 0.07))  # not part of the embeddings; OpenCLIP's default
-    model_cfg: dict[str, Any] = {"embed_dim": model.embed_dim, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+    model_cfg: dict[str, Any] = {"embed_dim": model.embed_dim, "quick_gelu": quick_gelu, "vision_cfg": vision_cfg,
+                                 "text_cfg": text_cfg}
     if cfg.text_builder == "hf":
         model_cfg["custom_text"] = True
     preprocess_cfg = {"size": cfg.image_res, "mode": "RGB", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
@@ -163,6 +211,19 @@ def export(cfg: ModelConfig, model: CLIP, out: Path) -> Path:
     config_path = out / CONFIG_FILE
     config_path.write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n")
     return config_path
+
+
+def shared_quick_gelu(cfg: ModelConfig, model: CLIP) -> bool:
+    """OpenCLIP's one `quick_gelu` switch for its own towers (OpenCLIP builders, BPE Transformer): they must agree."""
+    native = {"image": model.visual_encoder if cfg.image_builder == "openclip" else None,
+              "text": model.text_encoder if cfg.text_builder in ("bpe", "openclip") else None}
+    uses = {side: any(isinstance(module, QuickGELU) for module in tower.modules())
+            for side, tower in native.items() if tower is not None}
+    if len(set(uses.values())) > 1:
+        raise ExportError(f"towers: OpenCLIP has one QuickGELU switch for both towers, but the image tower "
+                          f"{'uses' if uses['image'] else 'does not use'} QuickGELU and the text tower "
+                          f"{'does' if uses['text'] else 'does not'}")
+    return any(uses.values())
 
 
 def load_model(checkpoint_path: str) -> tuple[ModelConfig, CLIP]:

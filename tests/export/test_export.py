@@ -1,6 +1,8 @@
 """OpenCLIP export round trip: `local-dir:` models built by open_clip encode as ours; inexpressible towers refused."""
 from dataclasses import asdict
 
+import json
+
 import open_clip
 import pytest
 import torch
@@ -55,6 +57,31 @@ def test_timm_and_hf_text_round_trip(tmp_path, pooler):
                             text_tokenizer=str(tmp_path / "bert" / "vocab.txt"),
                             text_pooler=pooler, text_head_layers=0, text_max_len=8)
     assert_same_embeddings(cfg, *round_trip(cfg, tmp_path))
+
+
+@pytest.fixture
+def tiny_openclip(tmp_path_factory):
+    """Name of a seconds-on-CPU OpenCLIP ViT registered with open_clip (its model configs are global)."""
+    folder = tmp_path_factory.mktemp("openclip_configs")
+    (folder / "tiny-export-vit.json").write_text(json.dumps({
+        "embed_dim": 24, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}))
+    open_clip.add_model_config(folder / "tiny-export-vit.json")
+    return "tiny-export-vit"
+
+
+@pytest.mark.parametrize("text_head_layers", [0, 1])
+def test_openclip_builder_towers_round_trip(tmp_path, tiny_openclip, text_head_layers):
+    cfg = tiny_model_config(image_builder="openclip", image_encoder=tiny_openclip, text_builder="openclip",
+                            text_encoder=tiny_openclip, image_head_layers=0, text_head_layers=text_head_layers,
+                            embed_dim=24)
+    assert_same_embeddings(cfg, *round_trip(cfg, tmp_path))
+
+
+def test_openclip_image_tower_with_a_head_is_refused(tmp_path, tiny_openclip):
+    cfg = tiny_model_config(image_builder="openclip", image_encoder=tiny_openclip, embed_dim=24)
+    with pytest.raises(ExportError, match="--image_head_layers 1 on OpenCLIP"):
+        export(cfg, create_model(cfg), tmp_path / "out")
 
 
 @pytest.mark.parametrize("overrides, named", [
