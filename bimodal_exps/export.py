@@ -32,7 +32,7 @@ from torch import nn  # noqa: E402
 
 from dataset.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from models.config import ModelBuildError, ModelConfig  # noqa: E402
+from models.config import ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
 from models.model_clip import CLIP  # noqa: E402
 from models.text_tower import BPETextEncoder, HFTextEncoder, OpenCLIPTextEncoder  # noqa: E402
@@ -98,7 +98,6 @@ def image_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, Any]
                           f"{cfg.head_hidden_dim}{' and --head_bn' if cfg.head_bn else ''} is not expressible; "
                           f"OpenCLIP's timm MLP head has 2 layers of hidden width 2 x embed_dim "
                           f"({2 * model.embed_dim}) and no BatchNorm")
-    save_for_hf(tower, out / TIMM_SUBDIR, safe_serialization=True)
     vision_cfg = {"timm_model_name": f"local-dir:{(out / TIMM_SUBDIR).resolve()}", "timm_model_pretrained": False,
                   "timm_pool": "", "timm_proj": proj, "timm_proj_bias": True, "image_size": cfg.image_res}
     return vision_cfg, state
@@ -168,7 +167,7 @@ def bpe_text_part(cfg: ModelConfig, model: CLIP) -> tuple[dict[str, Any], dict[s
 
 
 def hf_text_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """OpenCLIP `text_cfg` and `text.*` tensors for an HF tower; writes its config and tokenizer into `out`."""
+    """OpenCLIP `text_cfg` and `text.*` tensors for an HF tower (its config and tokenizer will be in `out`)."""
     tower: HFTextEncoder = model.text_encoder
     if cfg.adapter:
         raise ExportError(f"text tower: --adapter {cfg.adapter} adds modules OpenCLIP's HFTextEncoder does not build")
@@ -176,8 +175,6 @@ def hf_text_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, An
         raise ExportError(f"text head: --text_head_layers {cfg.text_head_layers} is not expressible; OpenCLIP's HF "
                           "text projections have no bias (use --text_head_layers 0 with a matching --embed_dim, or "
                           "the BPE Transformer)")
-    tower.transformer.config.save_pretrained(out)
-    create_tokenizer(cfg).tokenizer.save_pretrained(out)
     state = {f"text.transformer.{key}": value for key, value in tower.transformer.state_dict().items()}
     text_cfg = {"hf_model_name": str(out.resolve()), "hf_tokenizer_name": str(out.resolve()),
                 "hf_model_pretrained": False, "hf_proj_type": None, "hf_pooler_type": HF_POOLERS[cfg.text_pooler],
@@ -190,7 +187,6 @@ def export(cfg: ModelConfig, model: CLIP, out: Path) -> Path:
     if cfg.text_builder == "sbert":
         raise ExportError("text tower: --text_builder sbert (a sentence-transformers pipeline) is not expressible "
                           "in OpenCLIP (exported: BPE Transformer, Hugging Face and OpenCLIP text towers)")
-    out.mkdir(parents=True, exist_ok=True)
     quick_gelu = shared_quick_gelu(cfg, model)
     vision_cfg, state = image_part(cfg, model, out)
     if cfg.text_builder == "bpe":
@@ -205,6 +201,12 @@ def export(cfg: ModelConfig, model: CLIP, out: Path) -> Path:
                                  "text_cfg": text_cfg}
     if cfg.text_builder == "hf":
         model_cfg["custom_text"] = True
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused model leaves nothing behind
+    if cfg.image_builder == "timm":
+        save_for_hf(model.visual_encoder, out / TIMM_SUBDIR, safe_serialization=True)
+    if cfg.text_builder == "hf":
+        model.text_encoder.transformer.config.save_pretrained(out)
+        create_tokenizer(cfg).tokenizer.save_pretrained(out)
     preprocess_cfg = {"size": cfg.image_res, "mode": "RGB", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
                       "interpolation": "bilinear", "resize_mode": "shortest", "fill_color": 0}
     save_file({key: value.detach().contiguous().clone() for key, value in state.items()}, str(out / WEIGHTS_FILE))
@@ -229,8 +231,9 @@ def shared_quick_gelu(cfg: ModelConfig, model: CLIP) -> bool:
 def load_model(checkpoint_path: str) -> tuple[ModelConfig, CLIP]:
     """The model config from a checkpoint's `args` and the model with its weights (strict)."""
     checkpoint = load_checkpoint(checkpoint_path, required=("model", "args"))
-    args = checkpoint["args"]
-    cfg = ModelConfig.from_args(SimpleNamespace(**(args if isinstance(args, dict) else vars(args))), pretrained=False)
+    if not isinstance(checkpoint["args"], dict):
+        raise CheckpointError(f"{checkpoint_path}: 'args' is not the dict of flags clip.py saves")
+    cfg = ModelConfig.from_args(SimpleNamespace(**checkpoint["args"]), pretrained=False)
     model = create_model(cfg)
     model.load_state_dict(checkpoint["model"], strict=True)
     return cfg, model.eval()
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, model = load_model(args.checkpoint)
         export(cfg, model, Path(args.out))
-    except (ExportError, CheckpointError, ModelBuildError, OSError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # ExportError, ModelBuildError, CheckpointError among them
         print(f"export.py: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"wrote OpenCLIP model to {args.out}: open_clip.create_model_and_transforms('local-dir:{args.out}')")

@@ -94,6 +94,7 @@ def test_inexpressible_towers_are_named(tmp_path, overrides, named):
     cfg = tiny_model_config(**overrides)
     with pytest.raises(ExportError, match=named):
         export(cfg, create_model(cfg), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_exports_a_checkpoint_and_refuses_with_one_line(tmp_path, capsys):
