@@ -6,6 +6,7 @@ import json
 import open_clip
 import pytest
 import torch
+from open_clip.transformer import QuickGELU
 from transformers import BertConfig
 
 from export import CONFIG_FILE, WEIGHTS_FILE, ExportError, export, main
@@ -82,6 +83,27 @@ def test_openclip_image_tower_with_a_head_is_refused(tmp_path, tiny_openclip):
     cfg = tiny_model_config(image_builder="openclip", image_encoder=tiny_openclip, embed_dim=24)
     with pytest.raises(ExportError, match="--image_head_layers 1 on OpenCLIP"):
         export(cfg, create_model(cfg), tmp_path / "out")
+
+
+def use_quick_gelu(tower):
+    """Swap every GELU of an OpenCLIP tower for QuickGELU, as OpenCLIP builds it for OpenAI-pretrained weights."""
+    for block in tower.transformer.resblocks:
+        block.mlp.gelu = QuickGELU()
+
+
+def test_quick_gelu_round_trips_and_a_mixed_pair_is_refused(tmp_path, tiny_openclip):
+    cfg = tiny_model_config(image_builder="openclip", image_encoder=tiny_openclip, text_builder="openclip",
+                            text_encoder=tiny_openclip, image_head_layers=0, embed_dim=24)
+    torch.manual_seed(0)
+    ours = create_model(cfg).eval()
+    use_quick_gelu(ours.visual_encoder)
+    with pytest.raises(ExportError, match="image tower uses QuickGELU and the text tower does not"):
+        export(cfg, ours, tmp_path / "mixed")
+    use_quick_gelu(ours.text_encoder.clip)
+    export(cfg, ours, tmp_path / "out")
+    theirs = open_clip.create_model(f"local-dir:{tmp_path / 'out'}").eval()
+    assert isinstance(theirs.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    assert_same_embeddings(cfg, ours, theirs, open_clip.get_tokenizer(f"local-dir:{tmp_path / 'out'}"))
 
 
 @pytest.mark.parametrize("overrides, named", [
