@@ -130,7 +130,10 @@ class BPETextEncoder(nn.Module):
     def forward(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.prompts is not None:
             return self.prompts.encode(self.transformer, tokens["input_ids"])
-        return self.transformer(tokens["input_ids"])
+        ids = tokens["input_ids"]
+        # --text_max_len below --context_length: pad with the pad id 0 to the length the causal mask was built for;
+        # causal attention and argmax (end-of-text) pooling make the padding invisible to the real tokens
+        return self.transformer(nn.functional.pad(ids, (0, self.transformer.context_length - ids.shape[1])))
 
 
 class OpenCLIPTextEncoder(nn.Module):

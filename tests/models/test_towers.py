@@ -140,3 +140,14 @@ def test_grad_checkpointing_same_gradients_fewer_saved_activations(image_encoder
 def test_grad_checkpointing_unsupported_tower_is_a_clear_error():
     with pytest.raises(ValueError, match="--grad_checkpointing: the image tower \\(Linear\\) does not support"):
         enable_grad_checkpointing(torch.nn.Linear(2, 2), "image")
+
+
+def test_bpe_tower_with_text_max_len_below_context_length_embeds_short_captions_as_the_full_context():
+    """Tokens cut to --text_max_len are padded to the causal mask's length; short captions embed the same."""
+    short, full = tiny_model_config(text_max_len=12), tiny_model_config()
+    torch.manual_seed(0)
+    model = create_model(full).eval()
+    captions = ["a red circle", "two blue squares on the left"]
+    tokens_short, tokens_full = create_tokenizer(short)(captions), create_tokenizer(full)(captions)
+    assert tokens_short["input_ids"].shape[1] == 12 < tokens_full["input_ids"].shape[1]
+    torch.testing.assert_close(model.encode_text(tokens_short), model.encode_text(tokens_full))
