@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from dataset.retrieval import RetrievalDataset
 from dataset.transforms import build_retrieval_transform, build_zeroshot_transform
@@ -13,8 +12,10 @@ from engine.distributed import gather_shards
 from engine.evaluation import encode_images, evaluate_retrieval, evaluate_zeroshot, zeroshot_classifier
 from models.config import ModelConfig
 from models.factory import create_model, create_tokenizer
+from rendezvous import gloo_group
 
 IMAGE_BATCH, TEXT_BATCH = 8, 16  # small, so that both ranks get work (40 images, 200 captions)
+
 CONFIG = {"image_encoder": "test_vit", "image_res": 32, "text_encoder": "Transformer", "text_width": 64, "text_heads": 2,
               "text_layers": 2, "context_length": 32, "embed_dim": 32}
 
@@ -22,9 +23,7 @@ CONFIG = {"image_encoder": "test_vit", "image_res": 32, "text_encoder": "Transfo
 def evaluate(rank: int, world: int, init_method: str, shapes: str, out_dir: str) -> None:
     """Metrics and gathered tensors of this rank, saved as rank<r>.pt."""
     torch.set_num_threads(1)
-    if world > 1:
-        dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, init_method):
         torch.manual_seed(0)
         config = ModelConfig(**CONFIG)
         model, tokenizer = create_model(config).eval(), create_tokenizer(config)
@@ -43,6 +42,3 @@ def evaluate(rank: int, world: int, init_method: str, shapes: str, out_dir: str)
                   "images": gather_shards(local_images, len(retrieval_set), IMAGE_BATCH),
                   "classifier": zeroshot_classifier(model, tokenizer, classnames, templates, device)}
         torch.save(result, f"{out_dir}/rank{rank}.pt")
-    finally:
-        if world > 1:
-            dist.destroy_process_group()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from models.objectives.simcse import simcse_loss
+from rendezvous import file_rendezvous, gloo_group
 
 WORLD, B, D = 2, 8, 6
 
@@ -39,9 +39,8 @@ def _grads(first: torch.Tensor, second: torch.Tensor, rows: slice) -> tuple[torc
     return torch.autograd.grad(loss, (a, b))
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
+def _worker(rank: int, init_method: str, out: str) -> None:
+    with gloo_group(rank, WORLD, init_method):
         b = B // WORLD
         grads = _grads(*views(), slice(rank * b, (rank + 1) * b))
         averaged = []
@@ -50,15 +49,10 @@ def _worker(rank: int, port: int, out: str) -> None:
             dist.all_reduce(g)
             averaged.append(g / WORLD)
         torch.save(averaged, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_ranks_equal_one_process(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(file_rendezvous(tmp_path), str(tmp_path)), nprocs=WORLD, join=True)
     single = _grads(*views(), slice(0, B))
     for rank in range(WORLD):
         for got, want in zip(torch.load(tmp_path / f"rank{rank}.pt", weights_only=True), single, strict=True):
