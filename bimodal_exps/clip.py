@@ -101,12 +101,12 @@ def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.
     hparams["embed_dim"] = embed_dim
     dests = ("ita_type", *sorted(used_hparams(args.ita_type)), "embed_dim")
     with blame(args, *dests):
-        def state_bytes(n: int) -> int:
-            with torch.random.fork_rng(devices=[]):  # sizing builds leave the RNG stream as it was
-                loss = build_loss(args.ita_type, num_samples=n, **hparams)
-            return sum(t.numel() * t.element_size() for t in loss.state_dict().values() if torch.is_tensor(t))
-        per_sample = state_bytes(2) - state_bytes(1)
-        needed = per_sample * num_samples
+        # size the state on the meta device: nothing is allocated and the RNG stream stays as it was
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            probe = build_loss(args.ita_type, num_samples=num_samples, **hparams)
+        state = [t for t in probe.state_dict().values() if torch.is_tensor(t)]
+        needed = sum(t.numel() * t.element_size() for t in state)
+        per_sample = sum(t[0].numel() * t.element_size() for t in state if t.dim() and t.shape[0] == num_samples)
         for where in dict.fromkeys((torch.device("cpu"), device)):  # built on the CPU, then moved
             free = available_memory(where)
             if free is not None and needed > free:
