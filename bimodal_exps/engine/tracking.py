@@ -26,6 +26,7 @@ class Tracker:
 
     def __init__(self, backends: tuple[str, ...], output_dir: Path, args: Mapping[str, Any], enabled: bool) -> None:
         self.tensorboard = self.wandb = None
+        self._wandb_steps: set[str] = set()  # prefixes whose `<prefix>/step` axis W&B already knows
         if not enabled:
             return
         config = json.dumps(dict(args), indent=2, default=str)
@@ -46,6 +47,12 @@ class Tracker:
             for tag, value in numbers.items():
                 self.tensorboard.add_scalar(tag, value, step)
         if self.wandb is not None:
+            if prefix not in self._wandb_steps:
+                # train scalars count optimizer steps and eval scalars epochs: each family gets its own x axis
+                # instead of W&B's call counter, which interleaves the two
+                self.wandb.define_metric(f"{prefix}/step")
+                self.wandb.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
+                self._wandb_steps.add(prefix)
             self.wandb.log({**numbers, f"{prefix}/step": step})
 
     def train_scalars(self, step: int, values: Mapping[str, float]) -> None:
