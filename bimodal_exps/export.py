@@ -5,9 +5,10 @@
 
 DIR gets `open_clip_config.json` (model_cfg + preprocess_cfg), `open_clip_model.safetensors` and the tokenizer:
 OpenCLIP's BPE for the from-scratch Transformer, the Hugging Face tokenizer files for HF towers. A timm image tower
-is described by a timm `config.json` in DIR/timm (its build arguments, e.g. img_size or depth), and an HF text
-tower by its `config.json` in DIR; OpenCLIP reads both through DIR's absolute path, so after moving DIR export
-again. Expressible: timm image tower + BPE Transformer or HF text tower, with 0-layer, 1-layer or OpenCLIP-shaped
+built with no extra arguments is named by its timm architecture; one with build arguments (e.g. img_size or depth)
+is described by a timm `config.json` in DIR/timm, and an HF text tower by its `config.json` in DIR. OpenCLIP hands
+those two paths to timm and transformers as they are, so they are written absolute and DIR moves freely only
+without them (export.py says so; otherwise export again after moving). Expressible: timm image tower + BPE Transformer or HF text tower, with 0-layer, 1-layer or OpenCLIP-shaped
 2-layer heads. Anything else stops with one line saying which tower and why.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataset.transforms import CLIP_MEAN, CLIP_STD  # noqa: E402
 from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.factory import create_model, create_tokenizer  # noqa: E402
+from models.image_tower import resolve_image_encoder, timm_kwargs  # noqa: E402
 from models.model_clip import CLIP  # noqa: E402
 from models.text_tower import BPETextEncoder, HFTextEncoder, OpenCLIPTextEncoder  # noqa: E402
 
@@ -98,7 +100,11 @@ def image_part(cfg: ModelConfig, model: CLIP, out: Path) -> tuple[dict[str, Any]
                           f"{cfg.head_hidden_dim}{' and --head_bn' if cfg.head_bn else ''} is not expressible; "
                           f"OpenCLIP's timm MLP head has 2 layers of hidden width 2 x embed_dim "
                           f"({2 * model.embed_dim}) and no BatchNorm")
-    vision_cfg = {"timm_model_name": f"local-dir:{(out / TIMM_SUBDIR).resolve()}", "timm_model_pretrained": False,
+    arch = resolve_image_encoder(cfg.image_encoder)
+    # OpenCLIP's TimmModel passes no build arguments to timm: a tower that needs some is described by a config
+    # folder (written by export()), one that needs none by its architecture name, which keeps DIR movable
+    name = f"local-dir:{(out / TIMM_SUBDIR).resolve()}" if timm_kwargs(arch, cfg.image_res, cfg.image_kwargs) else arch
+    vision_cfg = {"timm_model_name": name, "timm_model_pretrained": False,
                   "timm_pool": "", "timm_proj": proj, "timm_proj_bias": True, "image_size": cfg.image_res}
     return vision_cfg, state
 
@@ -202,7 +208,7 @@ def export(cfg: ModelConfig, model: CLIP, out: Path) -> Path:
     if cfg.text_builder == "hf":
         model_cfg["custom_text"] = True
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused model leaves nothing behind
-    if cfg.image_builder == "timm":
+    if vision_cfg.get("timm_model_name", "").startswith("local-dir:"):
         save_for_hf(model.visual_encoder, out / TIMM_SUBDIR, safe_serialization=True)
     if cfg.text_builder == "hf":
         model.text_encoder.transformer.config.save_pretrained(out)
@@ -213,6 +219,19 @@ def export(cfg: ModelConfig, model: CLIP, out: Path) -> Path:
     config_path = out / CONFIG_FILE
     config_path.write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n")
     return config_path
+
+
+def absolute_paths(config_path: Path) -> list[str]:
+    """The folders an exported config names by absolute path (a timm config folder, an HF config): OpenCLIP
+    reads them from there, so DIR cannot be moved without exporting again."""
+    model_cfg = json.loads(config_path.read_text())["model_cfg"]
+    timm_name = model_cfg["vision_cfg"].get("timm_model_name") or ""
+    paths = []
+    if timm_name.startswith("local-dir:"):
+        paths.append(timm_name.removeprefix("local-dir:"))
+    if "hf_model_name" in model_cfg["text_cfg"]:
+        paths.append(model_cfg["text_cfg"]["hf_model_name"])
+    return paths
 
 
 def shared_quick_gelu(cfg: ModelConfig, model: CLIP) -> bool:
@@ -247,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg, model = load_model(args.checkpoint)
-        export(cfg, model, Path(args.out))
+        config_path = export(cfg, model, Path(args.out))
     except (ValueError, OSError, RuntimeError) as error:  # ExportError, ModelBuildError, CheckpointError among them
         print(f"export.py: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"wrote OpenCLIP model to {args.out}: open_clip.create_model_and_transforms('local-dir:{args.out}')")
+    paths = absolute_paths(config_path)
+    if paths:
+        print(f"note: {CONFIG_FILE} names {' and '.join(paths)} by absolute path (OpenCLIP reads them from there); "
+              "after moving or copying the folder elsewhere, export again")
+    else:
+        print("the folder can be moved: its config names no paths")
     return 0
 
 

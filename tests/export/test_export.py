@@ -9,7 +9,7 @@ import torch
 from open_clip.transformer import QuickGELU
 from transformers import BertConfig
 
-from export import CONFIG_FILE, WEIGHTS_FILE, ExportError, export, main
+from export import CONFIG_FILE, TIMM_SUBDIR, WEIGHTS_FILE, ExportError, absolute_paths, export, main
 from models.factory import create_model, create_tokenizer, tiny_model_config
 
 CAPTIONS = ["a red circle", "two blue squares " * 12, "cat", ""]
@@ -42,6 +42,31 @@ def test_timm_and_bpe_transformer_round_trip(tmp_path):
     ours, theirs, tokenizer = round_trip(cfg, tmp_path)
     assert (tmp_path / "out" / WEIGHTS_FILE).is_file() and (tmp_path / "out" / CONFIG_FILE).is_file()
     assert_same_embeddings(cfg, ours, theirs, tokenizer)
+
+
+def test_a_timm_tower_without_build_arguments_is_named_so_the_folder_can_move(tmp_path):
+    cfg = tiny_model_config(image_encoder="test_resnet", image_res=32)
+    torch.manual_seed(0)
+    ours = create_model(cfg).eval()
+    assert absolute_paths(export(cfg, ours, tmp_path / "out")) == []
+    assert not (tmp_path / "out" / TIMM_SUBDIR).exists()
+    (tmp_path / "out").rename(tmp_path / "moved")
+    theirs = open_clip.create_model(f"local-dir:{tmp_path / 'moved'}").eval()
+    assert_same_embeddings(cfg, ours, theirs, open_clip.get_tokenizer(f"local-dir:{tmp_path / 'moved'}"))
+
+
+def test_a_moved_folder_with_a_timm_config_fails_naming_it_and_exporting_again_works(tmp_path):
+    cfg = tiny_model_config()  # test_vit at 64 px: timm needs img_size, which only a config folder can carry
+    torch.manual_seed(0)
+    ours = create_model(cfg).eval()
+    old = (tmp_path / "out" / TIMM_SUBDIR).resolve()
+    assert absolute_paths(export(cfg, ours, tmp_path / "out")) == [str(old)]
+    (tmp_path / "out").rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError, match=str(old)):
+        open_clip.create_model(f"local-dir:{tmp_path / 'moved'}")
+    export(cfg, ours, tmp_path / "moved")
+    theirs = open_clip.create_model(f"local-dir:{tmp_path / 'moved'}").eval()
+    assert_same_embeddings(cfg, ours, theirs, open_clip.get_tokenizer(f"local-dir:{tmp_path / 'moved'}"))
 
 
 def test_zero_and_mlp_image_heads_round_trip(tmp_path):
@@ -124,6 +149,8 @@ def test_cli_exports_a_checkpoint_and_refuses_with_one_line(tmp_path, capsys):
     torch.save({"model": create_model(cfg).state_dict(), "args": asdict(cfg)}, tmp_path / "ok.pth")
     assert main(["--checkpoint", str(tmp_path / "ok.pth"), "--out", str(tmp_path / "ok")]) == 0
     assert (tmp_path / "ok" / WEIGHTS_FILE).is_file()
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note.startswith("note:") and str((tmp_path / "ok" / TIMM_SUBDIR).resolve()) in note
     bad = tiny_model_config(text_head_layers=2)
     torch.save({"model": create_model(bad).state_dict(), "args": asdict(bad)}, tmp_path / "bad.pth")
     assert main(["--checkpoint", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "bad")]) == 2
