@@ -111,8 +111,11 @@ class ProtoCLIPLoss(ContrastiveLoss):
         return self.epoch < self.infonce_warmup_epochs
 
     def project(self, image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
-        """(z^I, z^T): the heads' l2-normalised outputs for l2-normalised CLIP embeddings."""
-        return F.normalize(self.head_img(image_features), dim=1), F.normalize(self.head_txt(text_features), dim=1)
+        """(z^I, z^T): the heads' l2-normalised outputs for l2-normalised CLIP embeddings, in the features' dtype
+        (the heads compute in their own)."""
+        dtype = self.proto_scale.dtype
+        return tuple(F.normalize(head(x.to(dtype)).to(x.dtype), dim=1)
+                     for head, x in ((self.head_img, image_features), (self.head_txt, text_features)))
 
     @torch.no_grad()
     def load_clusters(self, ids: Tensor, tables: dict[str, Tensor]) -> None:
