@@ -31,6 +31,7 @@ from dataset.transforms import build_retrieval_transform, build_train_transform,
 from dataset.zeroshot import load_zeroshot_benchmark, missing_zeroshot_data  # noqa: E402
 from engine.checkpoint import (CheckpointError, NonFiniteModel, load_checkpoint, load_state_strict,  # noqa: E402
                                refuse_non_finite)
+from engine.clustering import ClusteringStep, load_external_teacher  # noqa: E402
 from engine.distributed import (DistEnv, DistributedSetupError, abort_process, barrier,  # noqa: E402
                                 broadcast_from_main, init_distributed, local_device, shutdown_distributed,
                                 silence_non_main, wrap_ddp)
@@ -285,7 +286,8 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
               loader=loader, sampler=sampler, evaluator=evaluator, step_config=step_config, output_dir=output_dir,
               args=plain_args(args), epochs=args.epochs, seed=args.seed, save_freq=args.save_freq,
               save_every_steps=args.save_every_steps,
-              keep_checkpoints=args.keep_checkpoints, tracker=tracker)
+              keep_checkpoints=args.keep_checkpoints, tracker=tracker,
+              epoch_start=clustering_step(args, model, loss_fn, sampler, tokenizer, device, num_samples))
     try:
         if args.resume:
             resume(run, args.resume)
@@ -296,6 +298,22 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     finally:
         stop_signal.uninstall()
         tracker.close()
+
+
+def clustering_step(args, model, loss_fn, sampler, tokenizer, device: torch.device,
+                    num_samples: int) -> ClusteringStep | None:
+    """ProtoCLIP's per-epoch clustering of the pairs the epoch trains on (the episode, or the whole training set),
+    encoded with the retrieval transform; None for the other losses."""
+    if args.ita_type != "protoclip":
+        return None
+    dataset, _ = build_train_dataset(args, build_retrieval_transform(args.image_res))
+    external = load_external_teacher(args.external_teacher, num_samples) if loss_fn.external else None
+
+    def positions(epoch: int):
+        return sampler.episode() if isinstance(sampler, EpisodicSampler) else range(len(dataset))
+
+    return ClusteringStep(model, loss_fn, dataset, positions, TokenizingCollate(tokenizer), args.batch_size_test,
+                          args.workers, device, args.seed, external)
 
 
 def claim_output_dir(args, output_dir: Path, env: DistEnv) -> RunLock | None:

@@ -1,10 +1,14 @@
-"""Stateful distillation objectives through clip.py: --resume continues the loss state and prototypes exactly."""
+"""Stateful distillation objectives through clip.py: --resume continues the loss state and prototypes exactly;
+ProtoCLIP's clustering step, external teacher and input checks."""
+import json
 import shlex
 
+import numpy as np
 import pytest
 import torch
 
 import clip
+from cli.options import UsageError, parse_args
 
 TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --text_width 32 --text_heads 2 "
         "--text_layers 1 --context_length 24 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
@@ -17,7 +21,7 @@ def shapes(build_shapes):
     return build_shapes("shapes_small", 128, 20, 1, 32)
 
 
-@pytest.mark.parametrize("ita_type", ["compress_2q", "dino"])
+@pytest.mark.parametrize("ita_type", ["compress_2q", "dino", "protoclip --proto_k 6 --pbt --proto_target_temp 0.1"])
 def test_resume_continues_the_objective_state_exactly(shapes, tmp_path, ita_type):
     common = f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train --ita_type {ita_type} {TINY} --epochs 2"
     assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/straight")) == 0
@@ -30,3 +34,37 @@ def test_resume_continues_the_objective_state_exactly(shapes, tmp_path, ita_type
     assert changed, "the second epoch moved the state"
     for key, value in straight.items():
         assert torch.equal(resumed[key], value), key
+
+
+def test_protoclip_clusters_every_pair_with_an_external_teacher_from_cache_teacher(shapes, tmp_path):
+    """--cache_teacher writes the text embeddings; a protoclip run clusters them and labels every pair."""
+    common = f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train {TINY}"
+    teacher = tmp_path / "teacher.npy"
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/cache --cache_teacher {teacher}")) == 0
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/run --epochs 1 --ita_type protoclip --k 6 --PBT "
+                                 f"--external-teacher {teacher} --clustering-frequency 1")) == 0
+    state = torch.load(tmp_path / "run" / "checkpoint_1.pth", weights_only=True)["loss"]
+    for name in ("labels_img", "labels_txt", "labels_ext"):
+        assert state[name].shape == (128,) and state[name].min() >= 0 and len(state[name].unique()) == 6, name
+    for name in ("pbt_img", "pbt_txt", "ext_img", "ext_txt"):
+        assert state[name].abs().sum() > 0, name
+    record = json.loads((tmp_path / "run" / "log.txt").read_text().splitlines()[-1])
+    assert record["train_proto"] > 0 and record["train_proto_external"] > 0 and 0 < record["train_tau_proto"] < 1
+
+
+def test_protoclip_external_teacher_of_the_wrong_shape_is_one_line_naming_the_file(shapes, tmp_path, capsys):
+    teacher = tmp_path / "teacher.npy"
+    np.save(teacher, np.zeros((5, 4), dtype=np.float32))
+    command = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train {TINY} --output_dir {tmp_path}/run "
+               f"--ita_type protoclip --pbt --external_teacher {teacher}")
+    assert clip.main(shlex.split(command)) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and f"--external_teacher {teacher}" in error and "[128, d]" in error
+
+
+def test_protoclip_flag_checks():
+    with pytest.raises(UsageError, match="protoclip needs an indexable training set"):
+        parse_args(shlex.split("--ita_type protoclip --dataset_type webdataset --train-data s/{0..1}.tar "
+                               "--train-num-samples 10"))
+    args, notes = parse_args(shlex.split("--ita_type protoclip --external_teacher t.npy"))
+    assert args.external_teacher is None and any("--external_teacher needs --pbt" in n for n in notes)

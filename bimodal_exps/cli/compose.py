@@ -14,7 +14,9 @@ from dataset.csv_pairs import CSV_SUFFIXES
 from models.config import ADAPTERS, IMAGE_BUILDERS, TEXT_BUILDERS, TEXT_POOLERS
 
 # ITRA flags of evaluations and logging that clip.py does not have yet: accepted so ITRA commands run, noted.
-ITRA_NOT_YET_FLAGS: dict[str, type] = {"--logs": str, "--name": str, "--copy-codebase": bool, "--cache-dir": str}
+# ProtoCLIP's --add-projection-head is implied by --ita_type protoclip (its prototype heads).
+ITRA_NOT_YET_FLAGS: dict[str, type] = {"--logs": str, "--name": str, "--copy-codebase": bool, "--cache-dir": str,
+                                       "--add-projection-head": bool}
 
 
 def add_composition_flags(parser: argparse.ArgumentParser) -> None:

@@ -51,10 +51,12 @@ def add_flag(group: argparse._ActionsContainer, *names: str, **kwargs) -> argpar
     return group.add_argument(*dict.fromkeys(options), **kwargs)
 
 
-def add_bool_flag(group: argparse._ActionsContainer, name: str, default: bool | None, help: str) -> None:
-    """`--flag` (bare, True), `--flag VALUE` (a boolean word) and `--no-flag` (False)."""
+def add_bool_flag(group: argparse._ActionsContainer, name: str, *aliases: str, default: bool | None,
+                  help: str) -> None:
+    """`--flag` (bare, True), `--flag VALUE` (a boolean word) and `--no-flag` (False); `aliases` are other
+    spellings of `--flag`."""
     dest = name.lstrip("-").replace("-", "_")
-    add_flag(group, name, dest=dest, nargs="?", const=True, default=default, type=str2bool, metavar="BOOL",
+    add_flag(group, name, *aliases, dest=dest, nargs="?", const=True, default=default, type=str2bool, metavar="BOOL",
              help=help)
     group.add_argument(*spellings("--no-" + dest), dest=dest, action="store_false", default=default,
                        help=f"same as {name} False")

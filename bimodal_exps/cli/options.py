@@ -121,6 +121,7 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     if args.dataset_type == "auto":
         args.dataset_type = "webdataset" if args.train_data and ".tar" in args.train_data else "json"
     warnings.extend(_check_webdataset(args))
+    warnings.extend(_check_protoclip(args))
     _derive_paths(args)
     return warnings
 
@@ -138,6 +139,19 @@ def _check_webdataset(args: argparse.Namespace) -> list[str]:
                          "(shard pattern, e.g. 'cc12m/{00000..01242}.tar', and samples per epoch)")
     if args.train_frac != 1.0:
         return ["--train_frac is not used with --dataset_type webdataset (--train-num-samples sets the epoch)"]
+    return []
+
+
+def _check_protoclip(args: argparse.Namespace) -> list[str]:
+    """ProtoCLIP clusters the epoch's pairs by index; its external teacher works through --pbt's centroids."""
+    if args.ita_type != "protoclip":
+        return []
+    if args.dataset_type == "webdataset" and not args.evaluate:
+        raise UsageError("--ita_type protoclip needs an indexable training set (JSON or CSV) for its clustering "
+                         "step, not --dataset_type webdataset")
+    if args.external_teacher and not args.pbt:
+        args.external_teacher = None
+        return ["--external_teacher needs --pbt (its centroids are means over the teacher's clusters); skipped"]
     return []
 
 

@@ -120,7 +120,7 @@ def _add_loss_flags(parser: argparse.ArgumentParser) -> None:
     for name, spec in LOSS_HPARAMS.items():
         kwargs = {"default": spec.default, "help": spec.help}
         if spec.type is bool:
-            add_bool_flag(loss, "--" + name, default=spec.default, help=spec.help)
+            add_bool_flag(loss, "--" + name, *LOSS_FLAG_ALIASES.get(name, ()), default=spec.default, help=spec.help)
             continue
         if getattr(spec, "choices", None):
             kwargs["choices"] = spec.choices

@@ -10,6 +10,7 @@ weights as an uninterrupted one, for any number of DataLoader workers (augmentat
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -64,6 +65,7 @@ class Run:
     save_every_steps: int = 0           # also write checkpoint_last.pth every N steps inside epochs (0: off)
     keep_checkpoints: int = 0           # keep only the N newest checkpoint_<epoch>.pth (0: all)
     tracker: Tracker | None = None      # --report_to: eval scalars per epoch (train scalars via StepConfig.on_log)
+    epoch_start: Callable[[int], None] | None = None  # before an epoch's first step (ProtoCLIP's clustering step)
     start_epoch: int = 0
     start: EpochStart = EpochStart()    # where start_epoch begins (a mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -251,6 +253,8 @@ def fit(run: Run) -> dict[str, float]:
         if start.iteration:
             run.sampler.start_at_batch(start.iteration)
         run.loss_fn.set_epoch(epoch, run.epochs)
+        if run.epoch_start is not None and not start.iteration:  # a mid-epoch checkpoint holds its result
+            run.epoch_start(epoch)
         try:
             train_stats = train_one_epoch(run.task, run.loader, run.optimizers, run.schedule, run.scaler, epoch,
                                           run.step_config, start, partial(_after_step, run))

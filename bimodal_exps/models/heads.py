@@ -15,8 +15,10 @@ class HeadDimensionError(ModelBuildError):
     """Head layer counts and tower widths that cannot produce one joint embedding size."""
 
 
-def build_head(in_dim: int, out_dim: int, layers: int, hidden_dim: int = 2048, batch_norm: bool = False) -> nn.Module:
-    """Head of `layers` Linear layers mapping `in_dim` to `out_dim` (0 = identity; needs in_dim == out_dim)."""
+def build_head(in_dim: int, out_dim: int, layers: int, hidden_dim: int = 2048, batch_norm: bool = False,
+               activation: type[nn.Module] = nn.GELU) -> nn.Module:
+    """Head of `layers` Linear layers mapping `in_dim` to `out_dim` (0 = identity; needs in_dim == out_dim), with
+    `activation` (and optionally BatchNorm) after each hidden Linear."""
     if layers < 0:
         raise HeadDimensionError(f"head layers must be >= 0, got {layers}")
     if layers == 0:
@@ -31,7 +33,7 @@ def build_head(in_dim: int, out_dim: int, layers: int, hidden_dim: int = 2048, b
         blocks.append(nn.Linear(width, hidden_dim))
         if batch_norm:
             blocks.append(nn.BatchNorm1d(hidden_dim))
-        blocks.append(nn.GELU())
+        blocks.append(activation())
         width = hidden_dim
     blocks.append(nn.Linear(width, out_dim))
     head = nn.Sequential(*blocks)

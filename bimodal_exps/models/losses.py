@@ -22,6 +22,7 @@ from models.gcl.schedules import ETA_COSINE_KINDS, ETA_SCHEDULES, GAMMA_SCHEDULE
 from models.gcl.sogclr import InfoSogCLRLoss, SogCLRLoss
 from models.gcl.tempnet import TEMPNET_DESIGNS, TempNetLoss
 from models.objectives.base import TEACHERS
+from models.objectives.protoclip import ProtoCLIPLoss
 from models.objectives.prototypes import DINOLoss, ProtoCPCLoss
 from models.objectives.queues import CompRessLoss, SEEDLoss
 from models.objectives.regression import BT_NORMS, BarlowTwinsLoss, SimRegLoss, VICRegLoss
@@ -45,7 +46,8 @@ class LossHParam:
 
 LOSS_HPARAMS: dict[str, LossHParam] = {
     "temp": LossHParam(float, None, "temperature τ: fixed for clip/sogclr/sogclr_mine (default 0.01), initial "
-                                    "value for fastclip_v0/v3 and constant for fastclip_v1 (default 0.07)",
+                                    "value for fastclip_v0/v3 and protoclip's InfoNCE term and constant for "
+                                    "fastclip_v1 (default 0.07)",
                        within="(0, inf)"),
     "learnable_temp": LossHParam(bool, False, "clip: learn log τ (no weight decay, clamped to [0.001, 0.5])"),
     "sogclr_gamma": LossHParam(float, None, "γ, weight of the new batch estimate in the moving average "
@@ -140,6 +142,29 @@ LOSS_HPARAMS: dict[str, LossHParam] = {
     "distill_student_temp": LossHParam(float, None, "student temperature τ_s (compress 0.04, seed 0.07, "
                                                     "dino/protocpc 0.1)", within="(0, inf)"),
     "center_momentum": LossHParam(float, 0.9, "dino: momentum of the teacher centre; protocpc: of the prior", within="[0, 1]"),
+    "w_clip": LossHParam(float, 1.0, "protoclip: weight of the InfoNCE term", within="[0, inf)"),
+    "w_proto": LossHParam(float, 1.0, "protoclip: weight of the prototype term (targets from the other modality's "
+                                      "clusters)", within="[0, inf)"),
+    "w_proto_external": LossHParam(float, 1.0, "protoclip: weight of the external-teacher prototype term",
+                                   within="[0, inf)"),
+    "external_teacher": LossHParam(str, None, "protoclip: .npy of external teacher features [num_samples, d] (row = "
+                                              "pair id, e.g. written by --cache_teacher) clustered for an extra "
+                                              "target; needs --pbt"),
+    "pbt": LossHParam(bool, False, "protoclip: prototype back translation (score each modality against the means "
+                                   "of its own features over the other modality's clusters)"),
+    "proto_k": LossHParam(int, 20000, "protoclip: number of k-means clusters k", within="[1, inf)"),
+    "kmeans_iters": LossHParam(int, 20, "protoclip: k-means iterations", within="[1, inf)"),
+    "kmeans_nredo": LossHParam(int, 1, "protoclip: k-means restarts (the lowest inertia is kept)", within="[1, inf)"),
+    "clustering_freq": LossHParam(int, 1, "protoclip: cluster the epoch's pairs before epochs 0, N, 2N, … (0-based; "
+                                          "0 = never)", within="[0, inf)"),
+    "proto_target_temp": LossHParam(float, -1.0, "protoclip: temperature of the soft prototype targets "
+                                                 "(<= 0: hard one-hot targets)", within="(-inf, inf)"),
+    "proto_dim": LossHParam(int, 128, "protoclip: output width of the prototype heads", within="[1, inf)"),
+    "proto_hidden_dim": LossHParam(int, 2048, "protoclip: hidden width of the prototype heads", within="[1, inf)"),
+    "proto_layers": LossHParam(int, 1, "protoclip: hidden [Linear, BatchNorm, ReLU] blocks of the prototype heads",
+                               within="[0, inf)"),
+    "infonce_warmup_epochs": LossHParam(int, 0, "protoclip: train the InfoNCE term alone for the first N epochs",
+                                        within="[0, inf)"),
 }
 
 _GCL = ("sogclr_gamma", "gamma_schedule", "gamma_decay_epochs", "state_init")
@@ -182,12 +207,17 @@ _OWN: dict[str, tuple[str, ...]] = {
     "seed": _QUEUE,
     "dino": _PROTO,
     "protocpc": _PROTO,
+    "protoclip": ("temp", "embed_dim", "w_clip", "w_proto", "w_proto_external", "external_teacher", "pbt", "proto_k",
+                  "kmeans_iters", "kmeans_nredo", "clustering_freq", "proto_target_temp", "proto_dim",
+                  "proto_hidden_dim", "proto_layers", "infonce_warmup_epochs"),
 }
+_UNTILED = ("protoclip",)  # no teacher flag, yet no tiled form: its prototype terms need the whole global batch
 
-_USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON, *(("loss_tile",) if "teacher" not in own else ()))
+DISTILL_TYPES: tuple[str, ...] = (*(name for name, own in _OWN.items() if "teacher" in own),
+                                  *_UNTILED)  # docs/losses.md §15
+_USED: dict[str, tuple[str, ...]] = {name: (*own, *_COMMON, *(("loss_tile",) if name not in DISTILL_TYPES else ()))
                                      for name, own in _OWN.items()}
 ITA_TYPES: tuple[str, ...] = tuple(_USED)
-DISTILL_TYPES: tuple[str, ...] = tuple(name for name, own in _OWN.items() if "teacher" in own)  # docs/losses.md §15
 
 
 def used_hparams(ita_type: str, individual_tau: bool = True) -> frozenset[str]:
@@ -240,6 +270,7 @@ _BUILDERS: dict[str, Callable[..., ContrastiveLoss]] = {
     "seed": lambda n, **kw: SEEDLoss(**kw),
     "dino": lambda n, **kw: DINOLoss(**kw),
     "protocpc": lambda n, **kw: ProtoCPCLoss(**kw),
+    "protoclip": ProtoCLIPLoss,
 }
 
 

@@ -124,6 +124,7 @@ LOSS_CLASSES = {"clip": "CLIPLoss", "sogclr": "SogCLRLoss", "isogclr": "ISogCLRL
                 "simreg": "SimRegLoss", "simreg_l1": "SimRegLoss", "simreg_smoothl1": "SimRegLoss",
                 "vicreg": "VICRegLoss", "barlowtwins": "BarlowTwinsLoss", "rkd": "RKDLoss", "compress_1q": "CompRessLoss",
                 "compress_2q": "CompRessLoss", "seed": "SEEDLoss", "dino": "DINOLoss", "protocpc": "ProtoCPCLoss",
+                "protoclip": "ProtoCLIPLoss",
                 "siglip": "SigLIPLoss"}
 
 

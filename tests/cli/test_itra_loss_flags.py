@@ -33,8 +33,7 @@ def test_conflicts_and_unknown_names_are_one_line_errors():
     assert parse("--loss DINO --ita_type dino")[0].ita_type == "dino"
     with pytest.raises(UsageError, match="unknown loss"):
         parse("--loss MoCo")
-    with pytest.raises(UsageError, match="ProtoCLIP is not implemented"):
-        parse("--loss ProtoCLIP")
+    assert parse("--loss ProtoCLIP")[0].ita_type == "protoclip"
 
 
 def test_objective_flags_and_their_warnings():

@@ -29,3 +29,22 @@ def test_dino_two_ranks_match_one_process(shapes, tmp_path):
         for name, value in a[part].items():
             torch.testing.assert_close(b[part][name], value, rtol=1e-5, atol=1e-5,
                                        msg=lambda m, n=name: f"{part}.{n}: {m}")
+
+
+def test_protoclip_two_ranks_cluster_and_train_like_one_process(shapes, tmp_path):
+    """ProtoCLIP's clustering step (each rank encodes a shard, rank 0 clusters, tables broadcast) installs the
+    single process's labels and tables, and the epoch then trains to the same weights."""
+    extra = ["--proto_k", "4", "--pbt", "--proto_target_temp", "0.1", "--proto_hidden_dim", "16"]
+    distributed = run_torchrun([*_args(shapes, tmp_path / "w2", "protoclip", PER_RANK_BATCH), *extra], nproc=WORLD,
+                               timeout=240)
+    assert distributed.codes == [0], distributed.output[-3000:]
+    single = run_single([*_args(shapes, tmp_path / "w1", "protoclip", WORLD * PER_RANK_BATCH), *extra], timeout=240)
+    assert single.codes == [0], single.output[-3000:]
+    a, b = load_checkpoint(tmp_path / "w1" / "checkpoint_1.pth"), load_checkpoint(tmp_path / "w2" / "checkpoint_1.pth")
+    assert a["loss"]["labels_img"].min() >= 0
+    for name in ("labels_img", "labels_txt"):
+        assert torch.equal(a["loss"][name], b["loss"][name]), name
+    for part in ("model", "loss"):
+        for name, value in a[part].items():
+            torch.testing.assert_close(b[part][name], value, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m, n=name: f"{part}.{n}: {m}")

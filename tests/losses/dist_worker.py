@@ -55,9 +55,22 @@ CASES = [
     ("seed", {**QUEUE, "distill_teacher_temp": 0.05}),
     ("dino", {"embed_dim": DIM, "num_prototypes": 5}),
     ("protocpc", {"embed_dim": DIM, "num_prototypes": 5, "teacher": "image"}),
+    ("protoclip", {"embed_dim": DIM, "proto_k": 3, "proto_dim": 4, "proto_hidden_dim": 5, "pbt": True,
+                   "external_teacher": "teacher.npy", "proto_target_temp": 0.5}),
 ]
 # duplicates within a rank (3 on rank 0) and across ranks (9, 5)
 IDS = [torch.arange(8), torch.tensor([3, 9, 3, 10, 11, 0, 9, 5]), torch.tensor([5, 1, 7, 2, 5, 8, 6, 1])]
+
+
+def install_clusters(loss: torch.nn.Module) -> None:
+    """ProtoCLIP: seeded cluster tables for every pair id, a few labels −1 (what the engine's clustering step loads)."""
+    g = torch.Generator().manual_seed(7)
+    k, width = loss.centroids_img.shape
+    tables = {name: torch.randn(k, width, generator=g, dtype=torch.float64)
+              for name in ("centroids_img", "centroids_txt", "pbt_img", "pbt_txt", "ext_img", "ext_txt")}
+    for name in ("labels_img", "labels_txt", "labels_ext"):
+        tables[name] = torch.randint(-1, k, (NUM_SAMPLES,), generator=g)
+    loss.load_clusters(torch.arange(NUM_SAMPLES), tables)
 
 
 def step_data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +120,8 @@ def run_case(name: str, kw: dict, rank: int, world: int, dist_mode: str = "autog
     collectives called by the backward passes."""
     torch.manual_seed(0)  # identical loss-parameter init on every rank (as DDP's broadcast would ensure)
     loss = build_loss(name, NUM_SAMPLES, dist_mode=dist_mode, loss_tile=loss_tile, **kw).double()
+    if name == "protoclip":
+        install_clusters(loss)
     params = [p for g in loss.param_groups() for p in g["params"]]
     b = WORLD * LOCAL_B // world
     rows = slice(rank * b, (rank + 1) * b)

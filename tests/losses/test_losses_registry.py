@@ -9,7 +9,7 @@ from models.losses import ITA_TYPES, LOSS_HPARAMS, build_loss, used_hparams
 D1_NAMES = {"clip", "siglip", "sogclr", "isogclr", "isogclr_new", "sogclr_dro", "isogclr_tempnet", "sogclr_mine", "infosogclr",
             "sogclr_v2_mine", "hybrid", "fastclip_v0", "fastclip_v1", "fastclip_v2", "fastclip_v3"}
 DISTILL_NAMES = {"simreg", "simreg_l1", "simreg_smoothl1", "vicreg", "barlowtwins", "rkd", "compress_1q", "compress_2q",
-                 "seed", "dino", "protocpc"}
+                 "seed", "dino", "protocpc", "protoclip"}
 BUILD_ONLY = {"embed_dim"}  # accepted by build_loss, owned by the model's CLI flag
 
 

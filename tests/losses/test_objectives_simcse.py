@@ -1,4 +1,4 @@
-"""ITRA's SimCSE term (docs/losses.md §15.10): formula, 2-rank gloo equality with one process, and the clip.py run."""
+"""ITRA's SimCSE term (docs/losses.md §15.11): formula, 2-rank gloo equality with one process, and the clip.py run."""
 from __future__ import annotations
 
 import json

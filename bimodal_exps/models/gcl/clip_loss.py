@@ -17,14 +17,15 @@ class CLIPLoss(ContrastiveLoss):
     Paper: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision" (ICML'21).
 
     The temperature is fixed (`temp`) or, with `learnable_temp`, the parameter log τ (no weight
-    decay) clamped to [0.001, 0.5] before every forward, i.e. after the previous optimiser step.
+    decay) clamped to `temp_range` ([0.001, 0.5]) before every forward, i.e. after the previous optimiser step.
     """
 
     tileable = True
 
-    def __init__(self, temp: float = 0.01, learnable_temp: bool = False, dist_mode: str = "autograd") -> None:
+    def __init__(self, temp: float = 0.01, learnable_temp: bool = False, dist_mode: str = "autograd",
+                 temp_range: tuple[float, float] = LEARNABLE_TEMP_RANGE) -> None:
         super().__init__(dist_mode)
-        lo, hi = LEARNABLE_TEMP_RANGE
+        lo, hi = self.temp_range = temp_range
         if temp <= 0.0:
             raise ValueError(f"temp must be positive, got {temp}")
         self.learnable_temp = learnable_temp
@@ -41,7 +42,7 @@ class CLIPLoss(ContrastiveLoss):
     def _compute(self, batch: Batch) -> LossOutput:
         if self.learnable_temp:
             with torch.no_grad():
-                self.log_temp.clamp_(*(math.log(v) for v in LEARNABLE_TEMP_RANGE))
+                self.log_temp.clamp_(*(math.log(v) for v in self.temp_range))
             tau = self.log_temp.to(batch.img.dtype).exp()
         else:
             tau = batch.img.new_full((), self.temp)

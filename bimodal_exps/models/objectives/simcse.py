@@ -1,4 +1,4 @@
-"""ITRA's optional SimCSE term: InfoNCE between two dropout views of the captions (docs/losses.md §15.10)."""
+"""ITRA's optional SimCSE term: InfoNCE between two dropout views of the captions (docs/losses.md §15.11)."""
 from __future__ import annotations
 
 import torch
