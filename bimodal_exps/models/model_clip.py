@@ -74,6 +74,11 @@ class CLIP(nn.Module):
                 tower.eval()
         return self
 
+    def image_side_parameters(self) -> list[nn.Parameter]:
+        """The image tower's and its head's parameters: what a LiT phase stops training (ProtoCLIP's `visual`
+        module holds both)."""
+        return [*self.visual_encoder.parameters(), *self.vision_proj.parameters()]
+
     def encode_image_backbone(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] images -> the image tower's pooled features before the head (linear probe, k-NN)."""
         with torch.no_grad() if self.image_locked else nullcontext():

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from engine.optim import LRSchedule, Optimizers, create_optimizers
+from engine.optim import IMAGE_SIDE, LRSchedule, Optimizers, TowerSchedule, create_optimizers
 from models.losses import build_loss
 
 
@@ -173,3 +173,131 @@ def test_fastclip_lr_tau_scheduler_routes_theta(version, scheduler, target, lr_a
         assert optimizers.own.param_groups[0]["lr"] == lr_at_epoch_3
     with pytest.raises(ValueError, match="lr_tau_scheduler"):
         _fastclip(version, lr_tau_scheduler="linear")
+
+
+class _TwoTowers(torch.nn.Module):
+    """A stand-in model: an image side (tower + head) and a text tower."""
+
+    def __init__(self):
+        super().__init__()
+        self.visual_encoder, self.vision_proj = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+        self.text_encoder = torch.nn.Linear(5, 2)
+
+    def image_side_parameters(self):
+        return [*self.visual_encoder.parameters(), *self.vision_proj.parameters()]
+
+
+def _asymmetric(mode, lit_start_epoch, text_start=0, text_end=None, epochs=6, steps=10, lr_text=5e-4, **warmup):
+    """(model, loss, optimizers, schedule) with the image side split off and tower windows from the flags."""
+    model, loss = _TwoTowers(), _LossWithTemperature()
+    optimizers = create_optimizers(model, loss, "adamW", lr=1e-3, weight_decay=0.1,
+                                   image_side=model.image_side_parameters(), lr_text=lr_text)
+    towers = TowerSchedule.from_flags(epochs, lit_start_epoch, text_start, text_end)
+    schedule = LRSchedule(optimizers, mode, "cosine", epochs, steps, lr_min=1e-6, warmup_lr=1e-5, towers=towers,
+                          **warmup)
+    return model, loss, optimizers, schedule
+
+
+def _lr_of(optimizers, param):
+    return next(g["lr"] for g in optimizers.main.param_groups if any(p is param for p in g["params"]))
+
+
+def _cosine(peak, floor, done, total):
+    """Hand computation: the cosine value after `done` of `total` units, from `peak` down to `floor`."""
+    return floor + (peak - floor) * (1 + math.cos(math.pi * done / total)) / 2
+
+
+def test_image_side_groups_are_tagged_and_the_rest_starts_at_lr_text():
+    model, loss, optimizers, _ = _asymmetric("legacy", 4)
+    image = {id(p) for g in optimizers.main.param_groups if g.get(IMAGE_SIDE) for p in g["params"]}
+    assert image == {id(p) for p in model.image_side_parameters()}
+    decay_of = {id(p): g["weight_decay"] for g in optimizers.main.param_groups for p in g["params"]}
+    assert decay_of[id(model.visual_encoder.weight)] == 0.1 and decay_of[id(model.vision_proj.bias)] == 0.0
+    initial = {id(p): g["initial_lr"] for g in optimizers.main.param_groups for p in g["params"]}
+    assert initial[id(model.vision_proj.weight)] == 1e-3
+    assert initial[id(model.text_encoder.weight)] == 5e-4 and initial[id(loss.log_scale)] == 5e-4
+
+
+def test_legacy_asymmetric_schedule_per_epoch_matches_a_hand_computation():
+    """6 epochs, --lit_start_epoch 4, text window [1, 5): the image side's cosine spans 3 epochs and is 0 from
+    epoch 3; the text side warms up in epoch 1, runs a 4-epoch cosine and is 0 in epochs 0 and 5."""
+    model, loss, optimizers, schedule = _asymmetric("legacy", 4, text_start=1, text_end=5, warmup_epochs=2)
+    image, text = model.visual_encoder.weight, model.text_encoder.bias
+    expected_image = {1: _cosine(1e-3, 1e-6, 1, 3), 2: _cosine(1e-3, 1e-6, 2, 3), 3: 0.0, 4: 0.0, 5: 0.0}
+    expected_text = {0: 0.0, 2: _cosine(5e-4, 1e-6, 1, 4), 3: _cosine(5e-4, 1e-6, 2, 4),
+                     4: _cosine(5e-4, 1e-6, 3, 4), 5: 0.0}
+    for epoch in range(6):
+        schedule.apply(epoch, 150)
+        if epoch in expected_image:
+            assert _lr_of(optimizers, image) == pytest.approx(expected_image[epoch], rel=1e-12, abs=0), epoch
+        if epoch in expected_text:
+            assert _lr_of(optimizers, text) == pytest.approx(expected_text[epoch], rel=1e-12, abs=0), epoch
+        assert _lr_of(optimizers, loss.log_scale) == _lr_of(optimizers, text)  # loss parameters follow the text
+    schedule.apply(0, 150)  # epoch 0: the image side's second warm-up block, the text side still off
+    assert _lr_of(optimizers, image) == pytest.approx(1e-5 + (1e-3 - 1e-5) / 2)
+    schedule.apply(1, 150)  # epoch 1: the text side's own warm-up, block by block
+    assert _lr_of(optimizers, text) == pytest.approx(1e-5 + (5e-4 - 1e-5) / 2)
+    schedule.apply(1, 0)
+    assert _lr_of(optimizers, text) == pytest.approx(1e-5)
+
+
+def test_step_asymmetric_schedule_per_step_matches_a_hand_computation():
+    """Per-step mode, 10 steps/epoch, 4 epochs, --lit_start_epoch 3, text window [1, 4), 5 warm-up steps."""
+    model, _, optimizers, schedule = _asymmetric("step", 3, text_start=1, epochs=4, warmup_steps=5)
+    image, text = model.vision_proj.weight, model.text_encoder.weight
+    for epoch in range(4):
+        for iteration in range(10):
+            schedule.apply(epoch, iteration)
+            step = epoch * 10 + iteration
+            if step < 5:
+                want_image = 1e-5 + (1e-3 - 1e-5) * step / 5
+            else:
+                want_image = _cosine(1e-3, 1e-6, step - 5, 15) if step < 20 else 0.0
+            text_step = step - 10
+            if text_step < 0:
+                want_text = 0.0
+            elif text_step < 5:
+                want_text = 1e-5 + (5e-4 - 1e-5) * text_step / 5
+            else:
+                want_text = _cosine(5e-4, 1e-6, text_step - 5, 25)
+            assert _lr_of(optimizers, image) == pytest.approx(want_image, rel=1e-12, abs=0), step
+            assert _lr_of(optimizers, text) == pytest.approx(want_text, rel=1e-12, abs=0), step
+
+
+def test_lit_start_epoch_1_keeps_the_image_side_at_0_throughout():
+    model, _, optimizers, schedule = _asymmetric("legacy", 1, epochs=2)
+    for epoch, iteration in [(0, 0), (0, 1), (0, 300), (1, 5)]:
+        schedule.apply(epoch, iteration)
+        assert _lr_of(optimizers, model.visual_encoder.weight) == 0.0
+        assert _lr_of(optimizers, model.text_encoder.weight) > 0.0
+
+
+def test_without_lit_the_text_side_follows_the_plain_schedule_at_its_own_peak():
+    """Default windows (--lr_text alone): both sides run the one-schedule curve, the text side scaled to lr_text."""
+    model, _, optimizers, schedule = _asymmetric("legacy", 0, warmup_epochs=3)
+    plain = make_optimizer(1e-3)
+    reference = LRSchedule(Optimizers(plain), "legacy", "cosine", 6, 10, lr_min=1e-6, warmup_lr=1e-5, warmup_epochs=3)
+    for epoch in range(6):
+        schedule.apply(epoch, 5)
+        reference.apply(epoch, 5)
+        assert _lr_of(optimizers, model.visual_encoder.weight) == pytest.approx(plain.param_groups[0]["lr"], rel=1e-12)
+    assert _lr_of(optimizers, model.text_encoder.weight) == pytest.approx(_cosine(5e-4, 1e-6, 5, 6), rel=1e-12)
+
+
+@pytest.mark.parametrize("mode, warmup", [("legacy", {"warmup_epochs": 2}), ("step", {"warmup_steps": 13})])
+def test_a_resumed_asymmetric_run_gets_the_lrs_of_an_uninterrupted_run(mode, warmup):
+    """A fresh schedule over an optimiser whose state was loaded (new group dicts) sets, from the position alone,
+    every group's lr of the uninterrupted run."""
+    _, _, replayed, schedule = _asymmetric(mode, 3, text_start=1, epochs=5, **warmup)
+    expected = {}
+    for epoch in range(5):
+        for iteration in range(10):
+            schedule.apply(epoch, iteration)
+            expected[epoch, iteration] = [g["lr"] for g in replayed.main.param_groups]
+    saved = replayed.main.state_dict()
+    for epoch, iteration in [(0, 3), (1, 0), (1, 7), (2, 9), (3, 0), (4, 5)]:
+        _, _, fresh, resumed = _asymmetric(mode, 3, text_start=1, epochs=5, **warmup)
+        fresh.main.load_state_dict(saved)
+        resumed.apply(epoch, iteration)
+        assert [g["lr"] for g in fresh.main.param_groups] == pytest.approx(expected[epoch, iteration], rel=1e-12), \
+            (epoch, iteration)
