@@ -38,7 +38,7 @@ from engine.distributed import (DistEnv, DistributedSetupError, abort_process, b
 from engine.evals.build import build_families, schedule_from_args  # noqa: E402
 from engine.evaluation import EvalSuite  # noqa: E402
 from engine.logger import append_jsonl, format_results_table, write_eval_logs, write_eval_results  # noqa: E402
-from engine.optim import LRSchedule, create_optimizers  # noqa: E402
+from engine.optim import LRSchedule, TowerSchedule, create_optimizers  # noqa: E402
 from engine.preemption import Preempted, StopSignal, requeue_slurm_job  # noqa: E402
 from engine.runlock import RunLock, RunLockError  # noqa: E402
 from engine.task import ContrastiveTask  # noqa: E402
@@ -62,9 +62,9 @@ USER_ERRORS = (UsageError, DataError, CheckpointError, NonFiniteModel, Pretraine
 IMAGE_FLAGS = ("image_encoder", "image_res", "image_kwargs", "image_pretrained")
 MODEL_FLAGS = (*IMAGE_FLAGS, "text_encoder", "text_pretrained", "text_tokenizer", "text_width", "text_heads",
                "text_layers", "context_length", "text_max_len", "embed_dim")
-OPTIMIZER_FLAGS = ("opt", "lr", "weight_decay", "momentum", "lr_temp_net")
+OPTIMIZER_FLAGS = ("opt", "lr", "weight_decay", "momentum", "lr_temp_net", "lr_text")
 SCHEDULE_FLAGS = ("sched", "lr_schedule", "epochs", "min_lr", "warmup_lr", "warmup_epochs", "warmup_steps",
-                  "decay_rate")
+                  "decay_rate", "lit_start_epoch", "text_start_epoch", "text_end_epoch")
 
 
 def blame(args, *dests: str) -> AbstractContextManager[None]:
@@ -100,6 +100,7 @@ def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.
     `embed_dim` is the model's joint width (heads may change it), which sizes TempNet's networks and the queues."""
     hparams = {name: getattr(args, name) for name in LOSS_HPARAMS}
     hparams["embed_dim"] = embed_dim
+    hparams["lit_start_epoch"] = args.lit_start_epoch
     dests = ("ita_type", *sorted(used_hparams(args.ita_type)), "embed_dim")
     with blame(args, *dests):
         # size the state on the meta device: nothing is allocated and the RNG stream stays as it was
@@ -267,12 +268,14 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     if env.distributed:
         # a uni-directional objective detaches the teacher tower, whose trainable parameters then get no gradient
         task = wrap_ddp(task, device, find_unused_parameters=getattr(loss_fn, "uni_directional", False))
+    towers = tower_schedule(args)
     with blame(args, *OPTIMIZER_FLAGS):
         optimizers = create_optimizers(model, loss_fn, args.opt, args.lr, args.weight_decay, args.momentum,
-                                       args.lr_temp_net)
+                                       args.lr_temp_net, image_side=model.image_side_parameters() if towers else None,
+                                       lr_text=args.lr_text)
     with blame(args, *SCHEDULE_FLAGS):
         schedule = LRSchedule(optimizers, args.lr_schedule, args.sched, args.epochs, len(loader), args.min_lr,
-                              args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate)
+                              args.warmup_lr, args.warmup_epochs, args.warmup_steps, args.decay_rate, towers)
     amp_dtype = resolve_amp(args, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     tracker = Tracker(args.report_to, output_dir, plain_args(args), env.is_main)
@@ -298,6 +301,15 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     finally:
         stop_signal.uninstall()
         tracker.close()
+
+
+def tower_schedule(args) -> TowerSchedule | None:
+    """ProtoCLIP's asymmetric schedule (image side vs the rest, docs/losses.md §15.10) when any of its flags is
+    given; None keeps one schedule for every parameter."""
+    if not (args.lit_start_epoch or args.text_start_epoch or args.text_end_epoch is not None
+            or args.lr_text is not None):
+        return None
+    return TowerSchedule.from_flags(args.epochs, args.lit_start_epoch, args.text_start_epoch, args.text_end_epoch)
 
 
 def clustering_step(args, model, loss_fn, sampler, tokenizer, device: torch.device,

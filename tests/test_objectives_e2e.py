@@ -68,3 +68,27 @@ def test_protoclip_flag_checks():
                                "--train-num-samples 10"))
     args, notes = parse_args(shlex.split("--ita_type protoclip --external_teacher t.npy"))
     assert args.external_teacher is None and any("--external_teacher needs --pbt" in n for n in notes)
+
+
+def test_protoclip_lit_phase_freezes_the_image_side_and_resumes_exactly(shapes, tmp_path):
+    """3 epochs with --lit-start-epoch 3: the image tower and its head train in epochs 0 and 1 and not in epoch 2
+    (lr 0, so AdamW's decay lr·wd·w is 0 too) while the text side keeps training; a run resumed after epoch 0
+    gets the same lrs from the position alone and ends with the same weights."""
+    common = (f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train {TINY} --epochs 3 --ita_type protoclip "
+              f"--proto_k 6 --pbt --lit-start-epoch 3 --lr-text 5e-4 --weight_decay 0.1")
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/straight")) == 0
+    assert clip.main(shlex.split(f"{common} --output_dir {tmp_path}/resumed "
+                                 f"--resume {tmp_path}/straight/checkpoint_1.pth")) == 0
+    after = {n: torch.load(tmp_path / "straight" / f"checkpoint_{n}.pth", weights_only=True)["model"] for n in (1, 2, 3)}
+    image = [k for k in after[1] if k.startswith(("visual_encoder.", "vision_proj."))]
+    text = [k for k in after[1] if k.startswith(("text_encoder.", "text_proj."))]
+    assert image and text
+
+    def moved(keys, before, later):
+        return any(not torch.equal(after[before][k], after[later][k]) for k in keys)
+
+    assert moved(image, 1, 2) and moved(text, 1, 2)
+    assert not moved(image, 2, 3) and moved(text, 2, 3)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoint_3.pth", weights_only=True)["model"]
+    for key, value in after[3].items():
+        assert torch.equal(resumed[key], value), key

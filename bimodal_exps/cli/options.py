@@ -122,6 +122,7 @@ def _finalise(args: argparse.Namespace, explicit: set[str]) -> list[str]:
         args.dataset_type = "webdataset" if args.train_data and ".tar" in args.train_data else "json"
     warnings.extend(_check_webdataset(args))
     warnings.extend(_check_protoclip(args))
+    _check_tower_schedule(args)
     _derive_paths(args)
     return warnings
 
@@ -153,6 +154,17 @@ def _check_protoclip(args: argparse.Namespace) -> list[str]:
         args.external_teacher = None
         return ["--external_teacher needs --pbt (its centroids are means over the teacher's clusters); skipped"]
     return []
+
+
+def _check_tower_schedule(args: argparse.Namespace) -> None:
+    """The asymmetric schedule's epochs lie inside the run and the non-image window is not empty."""
+    if args.lit_start_epoch > args.epochs:
+        raise UsageError(f"--lit_start_epoch {args.lit_start_epoch} is after the last epoch (--epochs {args.epochs})")
+    text_end = args.epochs if args.text_end_epoch is None else args.text_end_epoch
+    if text_end > args.epochs:
+        raise UsageError(f"--text_end_epoch {text_end} is after the end of training (--epochs {args.epochs})")
+    if args.text_start_epoch >= text_end:
+        raise UsageError(f"--text_start_epoch {args.text_start_epoch} must be before --text_end_epoch {text_end}")
 
 
 def _derive_paths(args: argparse.Namespace) -> None:

@@ -151,6 +151,15 @@ def _add_optim_flags(parser: argparse.ArgumentParser) -> None:
              help="legacy schedule: number of 100-iteration warm-up blocks in epoch 0")
     add_flag(optim, "--warmup_steps", type=NON_NEGATIVE_INT, default=0, help="step schedule: warm-up iterations")
     add_flag(optim, "--decay_rate", type=POSITIVE, default=1.0, help="per-cycle decay of timm schedules")
+    add_flag(optim, "--lit_start_epoch", "--lit-start-epoch", type=NON_NEGATIVE_INT, default=0,
+             help="E > 0: the image tower and its head train only in epochs 0..E-2 (their warm-up + cosine compressed "
+                  "into them, lr 0 after: a LiT phase; protoclip then trains its InfoNCE term alone); 0 = off")
+    add_flag(optim, "--lr_text", "--lr-text", type=POSITIVE, default=None,
+             help="peak lr of everything but the image tower and its head (default: --lr)")
+    add_flag(optim, "--text_start_epoch", "--text-start-epoch", type=NON_NEGATIVE_INT, default=0,
+             help="0-based epoch where the non-image parameters' own warm-up + cosine starts (lr 0 before)")
+    add_flag(optim, "--text_end_epoch", "--text-end-epoch", type=COUNT, default=None,
+             help="0-based epoch where the non-image parameters' schedule ends (lr 0 from it on; default: --epochs)")
     add_flag(optim, "--cooldown_epochs", type=int, default=0, help="accepted for compatibility (no effect)")
     add_flag(optim, "--batch_size_train", type=COUNT, default=128, help="per-process training batch")
     add_flag(optim, "--accum_freq", type=COUNT, default=1,

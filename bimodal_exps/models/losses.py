@@ -209,7 +209,7 @@ _OWN: dict[str, tuple[str, ...]] = {
     "protocpc": _PROTO,
     "protoclip": ("temp", "embed_dim", "w_clip", "w_proto", "w_proto_external", "external_teacher", "pbt", "proto_k",
                   "kmeans_iters", "kmeans_nredo", "clustering_freq", "proto_target_temp", "proto_dim",
-                  "proto_hidden_dim", "proto_layers", "infonce_warmup_epochs"),
+                  "proto_hidden_dim", "proto_layers", "infonce_warmup_epochs", "lit_start_epoch"),
 }
 _UNTILED = ("protoclip",)  # no teacher flag, yet no tiled form: its prototype terms need the whole global batch
 
@@ -279,7 +279,8 @@ def build_loss(ita_type: str, num_samples: int, **hparams: Any) -> ContrastiveLo
 
     Hyper-parameters are named as the CLI flags; those the loss does not use, and None values
     (= the loss's own default), are ignored. Besides `LOSS_HPARAMS`, `isogclr_tempnet` and the queue and
-    prototype objectives read `embed_dim` (the model's flag, default 256), which sizes their networks and state.
+    prototype objectives read `embed_dim` (the model's flag, default 256), which sizes their networks and state,
+    and `protoclip` reads `lit_start_epoch` (the optimiser's flag), which starts its InfoNCE-only LiT phase.
     """
     _check_name(ita_type)
     used = _USED[ita_type]

@@ -77,6 +77,23 @@ def test_webdataset_sizes_are_range_checked_by_argparse(flags, message, capsys):
     assert info.value.code == 2 and re.search(message, capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("flags, message", [
+    ("--epochs 4 --lit_start_epoch 5", "^--lit_start_epoch 5 is after the last epoch"),
+    ("--epochs 4 --text-end-epoch 5", "^--text_end_epoch 5 is after the end of training"),
+    ("--epochs 4 --text_start_epoch 4", "^--text_start_epoch 4 must be before --text_end_epoch 4"),
+    ("--epochs 6 --text-start-epoch 3 --text_end_epoch 3", "^--text_start_epoch 3 must be before"),
+])
+def test_the_asymmetric_schedule_epochs_are_validated(flags, message):
+    with pytest.raises(UsageError, match=message):
+        parse(flags)
+
+
+def test_the_asymmetric_schedule_takes_both_spellings():
+    args = parse("--epochs 6 --lit-start-epoch 4 --lr-text 1e-4 --text-start-epoch 1 --text-end-epoch 5")[0]
+    assert (args.lit_start_epoch, args.lr_text, args.text_start_epoch, args.text_end_epoch) == (4, 1e-4, 1, 5)
+    assert parse("--epochs 6 --lit_start_epoch 6 --text_end_epoch 6")[0].lit_start_epoch == 6
+
+
 def test_auto_dataset_type_follows_the_shard_extension():
     assert parse("--dataset_type auto --train-data 's/{00..09}.tar' --train-num-samples 9")[0].dataset_type == \
         "webdataset"

@@ -202,6 +202,28 @@ def test_scale_is_clamped_and_warmup_trains_infonce_alone():
     assert after.loss.item() == pytest.approx(after.stats["clip"].item() + after.stats["proto"].item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("external", [False, True])
+def test_lit_phase_trains_infonce_alone_from_epoch_lit_start_minus_1(external):
+    """--lit_start_epoch 3: epochs 0 and 1 train every term, epochs 2 and later the InfoNCE term alone, with the
+    prototype heads still in the graph (at weight 0) so that DDP sees every parameter used."""
+    loss = protoclip(lit_start_epoch=3, pbt=True, external_teacher="t.npy" if external else None)
+    loss.load_clusters(torch.arange(N), random_tables(6, external=external))
+    e, t, ids = unit(B, D, 14), unit(B, D, 15), torch.arange(B)
+    for epoch in range(5):
+        loss.set_epoch(epoch, 5)
+        out = loss(e, t, ids)
+        stats = out.stats
+        assert stats["proto"].item() > 0 and (stats["proto_external"].item() > 0) == external
+        full = stats["clip"] + stats["proto"] + stats["proto_external"]
+        expected = stats["clip"] if epoch >= 2 else full
+        assert out.loss.item() == pytest.approx(expected.item(), rel=1e-12), epoch
+        loss.zero_grad()
+        out.loss.backward()
+        heads = [p.grad for p in loss.head_img.parameters()]
+        assert all(g is not None for g in heads)
+        assert all(torch.count_nonzero(g) == 0 for g in heads) == (epoch >= 2), epoch
+
+
 def test_state_checkpoint_round_trip():
     loss = protoclip(pbt=True, external_teacher="t.npy", proto_layers=1, proto_target_temp=0.2)
     loss.load_clusters(torch.arange(N), random_tables(5))

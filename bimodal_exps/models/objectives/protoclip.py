@@ -59,7 +59,8 @@ class ProtoCLIPLoss(ContrastiveLoss):
     L_CLIP is InfoNCE with a learnable τ clamped to [0.01, 1]. The prototype terms score the head outputs z
     against centroid tables with scale e^κ (κ clamped to [0, log 100] before every forward, i.e. after the
     previous optimiser step). Before the first clustering every label is −1, so only L_CLIP counts; so it is
-    during the first `infonce_warmup_epochs` epochs.
+    during the first `infonce_warmup_epochs` epochs and, with `lit_start_epoch` E > 0, from epoch E − 1 on (the
+    LiT phase, when the optimiser no longer trains the image side: docs/losses.md §15.10).
     """
 
     def __init__(self, num_samples: int, embed_dim: int = 256, temp: float = 0.07, w_clip: float = 1.0,
@@ -67,13 +68,13 @@ class ProtoCLIPLoss(ContrastiveLoss):
                  pbt: bool = False, proto_k: int = 20000, kmeans_iters: int = 20, kmeans_nredo: int = 1,
                  clustering_freq: int = 1, proto_target_temp: float = -1.0, proto_dim: int = 128,
                  proto_hidden_dim: int = 2048, proto_layers: int = 1, infonce_warmup_epochs: int = 0,
-                 dist_mode: str = "autograd") -> None:
+                 lit_start_epoch: int = 0, dist_mode: str = "autograd") -> None:
         super().__init__(dist_mode)
         check_positive(num_samples=num_samples, embed_dim=embed_dim, proto_k=proto_k, proto_dim=proto_dim,
                        proto_hidden_dim=proto_hidden_dim, kmeans_iters=kmeans_iters, kmeans_nredo=kmeans_nredo)
         for name, value in (("w_clip", w_clip), ("w_proto", w_proto), ("w_proto_external", w_proto_external),
                             ("clustering_freq", clustering_freq), ("proto_layers", proto_layers),
-                            ("infonce_warmup_epochs", infonce_warmup_epochs)):
+                            ("infonce_warmup_epochs", infonce_warmup_epochs), ("lit_start_epoch", lit_start_epoch)):
             if value < 0:
                 raise ValueError(f"--{name} must be >= 0, got {value}")
         self.num_samples, self.proto_k = int(num_samples), int(proto_k)
@@ -83,6 +84,7 @@ class ProtoCLIPLoss(ContrastiveLoss):
         self.kmeans_iters, self.kmeans_nredo, self.clustering_freq = int(kmeans_iters), int(kmeans_nredo), int(clustering_freq)
         self.target_temp = float(proto_target_temp)
         self.infonce_warmup_epochs = int(infonce_warmup_epochs)
+        self.lit_start_epoch = int(lit_start_epoch)
         self.clip = CLIPLoss(temp=temp, learnable_temp=True, dist_mode=dist_mode, temp_range=CLIP_TEMP_RANGE)
         self.head_img = proto_head(embed_dim, proto_dim, proto_hidden_dim, proto_layers)
         self.head_txt = proto_head(embed_dim, proto_dim, proto_hidden_dim, proto_layers)
@@ -107,8 +109,10 @@ class ProtoCLIPLoss(ContrastiveLoss):
         return self.clustering_freq > 0 and epoch % self.clustering_freq == 0
 
     def clip_only(self) -> bool:
-        """The InfoNCE warm-up epochs train L_CLIP alone."""
-        return self.epoch < self.infonce_warmup_epochs
+        """The InfoNCE warm-up epochs and the LiT phase (0-based epochs from `lit_start_epoch` − 1 on) train L_CLIP
+        alone."""
+        lit_phase = self.lit_start_epoch > 0 and self.epoch >= self.lit_start_epoch - 1
+        return self.epoch < self.infonce_warmup_epochs or lit_phase
 
     def project(self, image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
         """(z^I, z^T): the heads' l2-normalised outputs for l2-normalised CLIP embeddings, in the features' dtype
