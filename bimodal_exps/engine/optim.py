@@ -46,8 +46,9 @@ def create_optimizers(model: torch.nn.Module, loss_fn: torch.nn.Module, opt: str
     `IMAGE_SIDE` at `lr`, every other main group starts at `lr_text` (default `lr`) unless it gives its own.
     """
     groups = param_groups_weight_decay(model, weight_decay)
+    text_lr = lr if lr_text is None else lr_text
     if image_side is not None:
-        groups = _split_image_side(groups, {id(p) for p in image_side}, lr, lr if lr_text is None else lr_text)
+        groups = _split_image_side(groups, {id(p) for p in image_side}, lr, text_lr)
     own_groups = []
     for group in loss_fn.param_groups():
         group = dict(group)
@@ -55,7 +56,7 @@ def create_optimizers(model: torch.nn.Module, loss_fn: torch.nn.Module, opt: str
         if target not in ("main", "own"):
             raise ValueError(f"{type(loss_fn).__name__}: parameter group optimizer must be main or own, got {target!r}")
         if target == "main" and image_side is not None:
-            group.setdefault("lr", lr if lr_text is None else lr_text)
+            group.setdefault("lr", text_lr)
         (own_groups if target == "own" else groups).append(group)
     main = create_optimizer_v2(groups, opt=opt.lower(), lr=lr, weight_decay=weight_decay, momentum=momentum)
     if not own_groups:
