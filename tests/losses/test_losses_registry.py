@@ -10,7 +10,7 @@ D1_NAMES = {"clip", "siglip", "sogclr", "isogclr", "isogclr_new", "sogclr_dro", 
             "sogclr_v2_mine", "hybrid", "fastclip_v0", "fastclip_v1", "fastclip_v2", "fastclip_v3"}
 DISTILL_NAMES = {"simreg", "simreg_l1", "simreg_smoothl1", "vicreg", "barlowtwins", "rkd", "compress_1q", "compress_2q",
                  "seed", "dino", "protocpc", "protoclip"}
-BUILD_ONLY = {"embed_dim"}  # accepted by build_loss, owned by the model's CLI flag
+BUILD_ONLY = {"embed_dim", "lit_start_epoch"}  # accepted by build_loss, owned by the model and optimiser flags
 
 
 def test_names_and_unknown_name():
