@@ -237,3 +237,15 @@ def test_state_checkpoint_round_trip():
     for key, value in loss.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
     assert loss(e, t, ids).loss.item() == restored(e, t, ids).loss.item()
+
+
+def test_tables_have_at_most_one_row_per_pair_and_labels_are_int32():
+    """--proto_k beyond the number of pairs cannot be filled: the tables stop at num_samples rows, so no zero row
+    enters the softmax as a phantom class; the labels are int32 (4 bytes per pair and table)."""
+    loss = protoclip(proto_k=1000, pbt=True)
+    assert loss.proto_k == N and loss.centroids_img.shape == (N, P) and loss.pbt_txt.shape == (N, P)
+    assert loss.labels_img.dtype == torch.int32
+    z, labels = unit(B, P, 20), torch.randint(-1, N, (B,), dtype=torch.int32)
+    centroids = unit(N, P, 21)
+    got, _ = prototype_loss(z, centroids, centroids, labels, torch.tensor(3.0, dtype=torch.float64), -1.0)
+    assert got.item() == pytest.approx(reference_ce(z, centroids, centroids, labels, 3.0, -1.0), rel=1e-9)

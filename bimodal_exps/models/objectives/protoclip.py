@@ -37,6 +37,7 @@ def prototype_loss(z: Tensor, student: Tensor, teacher: Tensor, labels: Tensor, 
     target = one-hot(label) if `target_temp` ≤ 0, else softmax(teacher[label] teacherᵀ / target_temp). Rows
     labelled −1 contribute nothing; with no such row both values are 0.
     """
+    labels = labels.long()
     valid = labels >= 0
     safe = labels.clamp_min(0)
     scores = scale * (z @ student.to(z.dtype).T)
@@ -77,7 +78,9 @@ class ProtoCLIPLoss(ContrastiveLoss):
                             ("infonce_warmup_epochs", infonce_warmup_epochs), ("lit_start_epoch", lit_start_epoch)):
             if value < 0:
                 raise ValueError(f"--{name} must be >= 0, got {value}")
-        self.num_samples, self.proto_k = int(num_samples), int(proto_k)
+        # more clusters than pairs can never be filled: the extra zero rows would only cost memory and act as
+        # phantom classes of score 0 in every softmax
+        self.num_samples, self.proto_k = int(num_samples), min(int(proto_k), int(num_samples))
         self.w_clip, self.w_proto, self.w_proto_external = float(w_clip), float(w_proto), float(w_proto_external)
         self.pbt = bool(pbt)
         self.external = bool(external_teacher) and self.pbt  # the file itself is the engine's business
@@ -93,7 +96,7 @@ class ProtoCLIPLoss(ContrastiveLoss):
         tables = ["centroids_img", "centroids_txt", *(("pbt_img", "pbt_txt") if self.pbt else ()),
                   *(("ext_img", "ext_txt") if self.external else ())]
         for name in ("labels_img", "labels_txt", *(("labels_ext",) if self.external else ())):
-            self.register_buffer(name, torch.full((self.num_samples,), -1, dtype=torch.long))
+            self.register_buffer(name, torch.full((self.num_samples,), -1, dtype=torch.int32))  # k < 2**31
         for name in tables:
             self.register_buffer(name, torch.zeros(self.proto_k, int(proto_dim)))
 
