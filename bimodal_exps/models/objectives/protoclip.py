@@ -108,14 +108,20 @@ class ProtoCLIPLoss(ContrastiveLoss):
                  "weight_decay": 0.0, "optimizer": "main"}]
 
     def clustering_due(self, epoch: int) -> bool:
-        """Whether the engine clusters the epoch's pairs before training epoch `epoch` (0-based)."""
-        return self.clustering_freq > 0 and epoch % self.clustering_freq == 0
+        """Whether the engine clusters the epoch's pairs before training epoch `epoch` (0-based): every
+        `clustering_freq` epochs, except when every epoch up to the next clustering trains L_CLIP alone (the
+        clusters would go unused: a pass over the data and k-means saved per warm-up or LiT epoch)."""
+        freq = self.clustering_freq
+        if freq == 0 or epoch % freq:
+            return False
+        return not all(self.clip_only(e) for e in range(epoch, epoch + freq))
 
-    def clip_only(self) -> bool:
-        """The InfoNCE warm-up epochs and the LiT phase (0-based epochs from `lit_start_epoch` − 1 on) train L_CLIP
-        alone."""
-        lit_phase = self.lit_start_epoch > 0 and self.epoch >= self.lit_start_epoch - 1
-        return self.epoch < self.infonce_warmup_epochs or lit_phase
+    def clip_only(self, epoch: int | None = None) -> bool:
+        """Whether 0-based `epoch` (default: the current one) trains L_CLIP alone: the InfoNCE warm-up epochs and
+        the LiT phase (epochs from `lit_start_epoch` − 1 on)."""
+        epoch = self.epoch if epoch is None else epoch
+        lit_phase = self.lit_start_epoch > 0 and epoch >= self.lit_start_epoch - 1
+        return epoch < self.infonce_warmup_epochs or lit_phase
 
     def project(self, image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
         """(z^I, z^T): the heads' l2-normalised outputs for l2-normalised CLIP embeddings, in the features' dtype
