@@ -322,7 +322,7 @@ def clustering_step(args, model, loss_fn, sampler, tokenizer, device: torch.devi
     external = load_external_teacher(args.external_teacher, num_samples) if loss_fn.external else None
 
     def positions(epoch: int):
-        return sampler.episode() if isinstance(sampler, EpisodicSampler) else range(len(dataset))
+        return sampler.episode(epoch) if isinstance(sampler, EpisodicSampler) else range(len(dataset))
 
     return ClusteringStep(model, loss_fn, dataset, positions, TokenizingCollate(tokenizer), args.batch_size_test,
                           args.workers, device, args.seed, external)

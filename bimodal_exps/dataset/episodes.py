@@ -36,9 +36,10 @@ class EpisodicSampler(ResumableDistributedSampler):
             print(f"epoch {epoch}: episode of {self.episode_size} draws, "
                   f"{len(np.unique(self.episode()))} distinct of {self.population} pairs", flush=True)
 
-    def episode(self) -> np.ndarray:
-        """The dataset positions of the current epoch's episode (position k of the epoch = element k)."""
-        return episode_ids(self.seed, self.epoch, self.population, self.episode_size)
+    def episode(self, epoch: int | None = None) -> np.ndarray:
+        """The dataset positions of `epoch`'s episode (default: the current epoch; position k of the epoch =
+        element k)."""
+        return episode_ids(self.seed, self.epoch if epoch is None else epoch, self.population, self.episode_size)
 
     def __iter__(self) -> Iterator[SampleKey]:
         """Keys of the episode's dataset positions; a pair drawn twice in an epoch gets the same augmentation."""

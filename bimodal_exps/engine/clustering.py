@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from dataset.sample_rng import iter_keeping_rng
 from engine.distributed import broadcast_from_main, gather_shards, shard_range
+from engine.evaluation import encode_pairs, eval_mode
 from engine.runtime import UsageError
 from models.gcl.collectives import rank_and_world
 from models.objectives.clustering import cluster_tables
@@ -35,21 +35,13 @@ def load_external_teacher(path: str, num_samples: int) -> np.ndarray:
 def project_pairs(model: torch.nn.Module, loss_fn: torch.nn.Module, loader: DataLoader,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pair ids, z^I, z^T) of every batch of `loader`, towers and heads in eval mode; training modes are restored."""
-    modes = [(module, module.training) for module in (model, loss_fn)]
-    model.eval()
-    loss_fn.eval()
     ids, z_img, z_txt = [], [], []
-    try:
-        for images, tokens, pair_ids in iter_keeping_rng(loader):
-            image = model.encode_image(images.to(device))
-            text = model.encode_text({name: value.to(device) for name, value in tokens.items()})
+    with eval_mode(model, loss_fn):
+        for pair_ids, image, text in encode_pairs(model, loader, device):
             projected = loss_fn.project(image.float(), text.float())
             ids.append(pair_ids.to(device))
             z_img.append(projected[0])
             z_txt.append(projected[1])
-    finally:
-        for module, mode in modes:
-            module.train(mode)
     width = loss_fn.centroids_img.shape[1]
     if not ids:
         return (torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, width, device=device),

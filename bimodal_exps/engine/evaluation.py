@@ -6,11 +6,13 @@ so a distributed evaluation gives exactly the single-process metrics. Evaluation
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from dataset.sample_rng import iter_keeping_rng
 from dataset.zeroshot import ZeroShotBenchmark
 from engine.checkpoint import NonFiniteModel
 from engine.distributed import gather_shards, shard_range
@@ -61,6 +63,29 @@ def encode_images(model: torch.nn.Module, dataset: Dataset, device: torch.device
     if not features:
         return torch.empty((0, _embed_dim(model)), device=device), torch.empty((0,), dtype=torch.long)
     return torch.cat(features), torch.cat(extras)
+
+
+@contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """`modules` in eval mode inside the block; each gets its own training mode back after it."""
+    modes = [(module, module.training) for module in modules]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+
+
+@torch.no_grad()
+def encode_pairs(model: torch.nn.Module, loader: Iterable, device: torch.device, image: bool = True,
+                 text: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """(pair ids, image embeddings or None, text embeddings or None) per batch of a training-pair `loader`
+    (`dataset.collate.Batch`es); the caller sets the modes. torch's global generator is left as it was."""
+    for images, tokens, pair_ids in iter_keeping_rng(loader):
+        yield (pair_ids, model.encode_image(images.to(device)) if image else None,
+               model.encode_text(_to_device(tokens, device)) if text else None)
 
 
 def non_finite_rows(features: torch.Tensor) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.evaluation import encode_pairs, eval_mode
 from models.objectives.base import TEACHERS
-
 
 
 @torch.no_grad()
@@ -24,18 +24,13 @@ def cache_teacher_embeddings(model: torch.nn.Module, loader: Iterable, teacher: 
     """
     if teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}")
-    was_training = model.training
-    model.eval()
     table = np.zeros((num_samples, model.embed_dim), dtype=np.float32)
     written = 0
-    for images, tokens, pair_ids in loader:
-        if teacher == "text":
-            features = model.encode_text({name: value.to(device) for name, value in tokens.items()})
-        else:
-            features = model.encode_image(images.to(device))
-        table[pair_ids.numpy()] = features.float().cpu().numpy()
-        written += len(pair_ids)
-    model.train(was_training)
+    with eval_mode(model):
+        for pair_ids, image, text in encode_pairs(model, loader, device, image=teacher == "image",
+                                                  text=teacher == "text"):
+            table[pair_ids.numpy()] = (text if teacher == "text" else image).float().cpu().numpy()
+            written += len(pair_ids)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:  # np.save on a handle keeps the exact name (no added .npy)

@@ -237,3 +237,29 @@ def test_state_checkpoint_round_trip():
     for key, value in loss.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
     assert loss(e, t, ids).loss.item() == restored(e, t, ids).loss.item()
+
+
+def test_tables_have_at_most_one_row_per_pair_and_labels_are_int32():
+    """--proto_k beyond the number of pairs cannot be filled: the tables stop at num_samples rows, so no zero row
+    enters the softmax as a phantom class; the labels are int32 (4 bytes per pair and table)."""
+    loss = protoclip(proto_k=1000, pbt=True)
+    assert loss.proto_k == N and loss.centroids_img.shape == (N, P) and loss.pbt_txt.shape == (N, P)
+    assert loss.labels_img.dtype == torch.int32
+    z, labels = unit(B, P, 20), torch.randint(-1, N, (B,), dtype=torch.int32)
+    centroids = unit(N, P, 21)
+    got, _ = prototype_loss(z, centroids, centroids, labels, torch.tensor(3.0, dtype=torch.float64), -1.0)
+    assert got.item() == pytest.approx(reference_ce(z, centroids, centroids, labels, 3.0, -1.0), rel=1e-9)
+
+
+@pytest.mark.parametrize("kw, due", [
+    ({}, [True] * 6),
+    ({"infonce_warmup_epochs": 2}, [False, False, True, True, True, True]),
+    ({"lit_start_epoch": 4}, [True, True, True, False, False, False]),
+    ({"clustering_freq": 2, "infonce_warmup_epochs": 1, "lit_start_epoch": 5}, [True, False, True, False, False,
+                                                                                False]),
+    ({"clustering_freq": 0}, [False] * 6),
+])
+def test_clustering_is_skipped_when_its_clusters_would_go_unused(kw, due):
+    """Every clustering_freq epochs, unless all epochs up to the next clustering train InfoNCE alone."""
+    loss = protoclip(**kw)
+    assert [loss.clustering_due(epoch) for epoch in range(6)] == due

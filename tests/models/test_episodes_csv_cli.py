@@ -37,6 +37,7 @@ def test_ranks_share_one_episode_and_a_resume_continues_it(capsys):
     assert _epoch(ranks[0], 6) != epochs[0]
     distinct = len(set(episode_ids(7, 6, 40, 32).tolist()))
     assert capsys.readouterr().out.splitlines()[-1] == f"epoch 6: episode of 32 draws, {distinct} distinct of 40 pairs"
+    assert np.array_equal(ranks[0].episode(5), episode_ids(7, 5, 40, 32))  # any epoch's, asked by number
 
 
 def test_csv_rows_are_pairs_and_missing_columns_name_the_flags(tmp_path):

@@ -37,6 +37,7 @@ def prototype_loss(z: Tensor, student: Tensor, teacher: Tensor, labels: Tensor, 
     target = one-hot(label) if `target_temp` ≤ 0, else softmax(teacher[label] teacherᵀ / target_temp). Rows
     labelled −1 contribute nothing; with no such row both values are 0.
     """
+    labels = labels.long()
     valid = labels >= 0
     safe = labels.clamp_min(0)
     scores = scale * (z @ student.to(z.dtype).T)
@@ -77,7 +78,9 @@ class ProtoCLIPLoss(ContrastiveLoss):
                             ("infonce_warmup_epochs", infonce_warmup_epochs), ("lit_start_epoch", lit_start_epoch)):
             if value < 0:
                 raise ValueError(f"--{name} must be >= 0, got {value}")
-        self.num_samples, self.proto_k = int(num_samples), int(proto_k)
+        # more clusters than pairs can never be filled: the extra zero rows would only cost memory and act as
+        # phantom classes of score 0 in every softmax
+        self.num_samples, self.proto_k = int(num_samples), min(int(proto_k), int(num_samples))
         self.w_clip, self.w_proto, self.w_proto_external = float(w_clip), float(w_proto), float(w_proto_external)
         self.pbt = bool(pbt)
         self.external = bool(external_teacher) and self.pbt  # the file itself is the engine's business
@@ -93,7 +96,7 @@ class ProtoCLIPLoss(ContrastiveLoss):
         tables = ["centroids_img", "centroids_txt", *(("pbt_img", "pbt_txt") if self.pbt else ()),
                   *(("ext_img", "ext_txt") if self.external else ())]
         for name in ("labels_img", "labels_txt", *(("labels_ext",) if self.external else ())):
-            self.register_buffer(name, torch.full((self.num_samples,), -1, dtype=torch.long))
+            self.register_buffer(name, torch.full((self.num_samples,), -1, dtype=torch.int32))  # k < 2**31
         for name in tables:
             self.register_buffer(name, torch.zeros(self.proto_k, int(proto_dim)))
 
@@ -105,14 +108,20 @@ class ProtoCLIPLoss(ContrastiveLoss):
                  "weight_decay": 0.0, "optimizer": "main"}]
 
     def clustering_due(self, epoch: int) -> bool:
-        """Whether the engine clusters the epoch's pairs before training epoch `epoch` (0-based)."""
-        return self.clustering_freq > 0 and epoch % self.clustering_freq == 0
+        """Whether the engine clusters the epoch's pairs before training epoch `epoch` (0-based): every
+        `clustering_freq` epochs, except when every epoch up to the next clustering trains L_CLIP alone (the
+        clusters would go unused: a pass over the data and k-means saved per warm-up or LiT epoch)."""
+        freq = self.clustering_freq
+        if freq == 0 or epoch % freq:
+            return False
+        return not all(self.clip_only(e) for e in range(epoch, epoch + freq))
 
-    def clip_only(self) -> bool:
-        """The InfoNCE warm-up epochs and the LiT phase (0-based epochs from `lit_start_epoch` − 1 on) train L_CLIP
-        alone."""
-        lit_phase = self.lit_start_epoch > 0 and self.epoch >= self.lit_start_epoch - 1
-        return self.epoch < self.infonce_warmup_epochs or lit_phase
+    def clip_only(self, epoch: int | None = None) -> bool:
+        """Whether 0-based `epoch` (default: the current one) trains L_CLIP alone: the InfoNCE warm-up epochs and
+        the LiT phase (epochs from `lit_start_epoch` − 1 on)."""
+        epoch = self.epoch if epoch is None else epoch
+        lit_phase = self.lit_start_epoch > 0 and epoch >= self.lit_start_epoch - 1
+        return epoch < self.infonce_warmup_epochs or lit_phase
 
     def project(self, image_features: Tensor, text_features: Tensor) -> tuple[Tensor, Tensor]:
         """(z^I, z^T): the heads' l2-normalised outputs for l2-normalised CLIP embeddings, in the features' dtype
