@@ -6,7 +6,7 @@ from torchvision.transforms import InterpolationMode
 
 from dataset.randaugment import RandomAugment
 
-# Spec §3.1 (the same values as open_clip.constants; a test checks they agree).
+# Normalisation constants of CLIP and ImageNet (the same values as open_clip.constants; a test checks they agree).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
