@@ -7,14 +7,14 @@ On a GPU (the budget then bounds `torch.cuda.max_memory_allocated`):
     python benchmarks/batch_memory.py --device cuda --budget-mib 40960 --image-res 224 --max-batch 65536 --micro 256
 
 Towers: timm ResNet-50 and a BERT encoder of DistilBERT's sizes (6 layers, width 768; `openclip_setup.py`
-writes it once under `--work-dir`), random init, embedding 256, `--ita_type sogclr`, AdamW. Every probe is
-one `step_runner.py` process (clip.py's own model, loss and step loop on synthetic batches, two steps so that
-the optimiser's state is held as in training):
-its peak memory is the process's peak resident set on the CPU, weights and optimiser state included, as a
-GPU's memory would hold them. Without accumulation the micro-batch doubles from `--start` until a step no
-longer fits, then bisects to within an eighth; with accumulation the micro-batch stays at `--micro` (default:
-the largest plain batch found) and K = `--accum_freq` doubles and bisects the same way. `--max-batch` caps the
-effective batch (the probes' time grows with it): a row at the cap reads "≥".
+writes it once under `--work-dir`), random init, embedding 256, `--ita_type sogclr`, AdamW. Every probe is one
+`step_runner.py` process (clip.py's own model, loss and step loop on synthetic batches, two steps so that the
+optimiser's state is held as in training); its peak memory is the process's peak resident set on the CPU
+(weights, optimiser state and the batches included, as a GPU's memory would hold them). Without accumulation
+the micro-batch doubles from `--start` until a step no longer fits, then bisects to within an eighth; with
+accumulation the micro-batch stays at `--micro` (default: the largest batch found with the same other flags,
+else plain's) and K = `--accum_freq` doubles and bisects the same way. `--max-batch` caps the effective batch
+(the probes' time grows with it): a row at the cap reads "≥".
 """
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ class Feature:
 def features(tile: int) -> list[Feature]:
     """Plain and each feature alone and combined (tile = the `--loss_tile` block)."""
     ckpt, tiled = ("--grad_checkpointing",), ("--loss_tile", str(tile))
-    return [Feature("plain", ()), Feature("grad_checkpointing", ckpt), Feature("accum_freq", (), True),
-            Feature("accum_freq + grad_checkpointing + loss_tile", (*ckpt, *tiled), True),
-            Feature("loss_tile", tiled), Feature("grad_checkpointing + loss_tile", (*ckpt, *tiled)),
-            Feature("accum_freq + loss_tile", tiled, True)]
+    return [Feature("plain", ()), Feature("grad_checkpointing", ckpt), Feature("loss_tile", tiled),
+            Feature("grad_checkpointing + loss_tile", (*ckpt, *tiled)), Feature("accum_freq", (), True),
+            Feature("accum_freq + loss_tile", tiled, True),
+            Feature("accum_freq + grad_checkpointing + loss_tile", (*ckpt, *tiled), True)]
 
 
 def add_tower_options(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +118,7 @@ def largest(fits, start: int, cap: int) -> tuple[int, dict | None, int]:
 def search(args: argparse.Namespace) -> Iterator[dict]:
     """One row per feature, as each is found: the largest effective batch under the budget, its peak memory."""
     base = tower_flags(args)
-    plain_best = {}
+    best = {}  # largest batch found without accumulation, by the other flags
     for feature in features(args.tile):
         if feature.name not in args.features:
             continue
@@ -130,16 +130,17 @@ def search(args: argparse.Namespace) -> Iterator[dict]:
             return result if result["mib"] <= args.budget_mib else None
 
         if feature.accumulate:
-            micro = args.micro or plain_best.get("plain") or 1
-            k, result, probes = largest(lambda n: fits(n, micro), 2, max(2, args.max_batch // micro))
-            batch, accum = micro, k
+            micro = args.micro or best.get(feature.flags) or best.get(()) or 1
+            cap = max(2, args.max_batch // micro)
+            k, result, probes = largest(lambda n: fits(n, micro), 2, cap)
+            batch, accum, at_cap = micro, k, k >= cap
         else:
             batch, result, probes = largest(fits, args.start, args.max_batch)
-            accum = 1
-            plain_best[feature.name] = batch
+            accum, at_cap = 1, batch >= args.max_batch
+            best[feature.flags] = batch
         effective = batch * accum if result else 0
         yield {"feature": feature.name, "micro_batch": batch if result else 0, "accum_freq": accum,
-               "effective_batch": effective, "at_cap": effective >= args.max_batch,
+               "effective_batch": effective, "at_cap": at_cap,
                "peak_mib": result["mib"] if result else None, "probes": probes}
 
 
