@@ -127,3 +127,41 @@ def test_host_sync_cost_times_both_variants_and_the_checks_change_nothing(tmp_pa
     weights = [torch.load(tmp_path / f"run_{variant}_0" / "checkpoint_2.pth", weights_only=True)["model"]
                for variant in ("with", "without")]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+TINY_PAIR = ["--image-encoder", "test_vit", "--image-res", "32", "--text-encoder", "Transformer", "--clip-flags",
+             "--text_width 32 --text_heads 2 --text_layers 1 --context_length 24 --embed_dim 32", "--threads", "1"]
+
+
+def test_largest_batch_search_doubles_then_bisects_to_an_eighth():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from batch_memory import largest
+    found, result, probes = largest(lambda n: {"n": n} if n <= 37 else None, 4, 1000)
+    assert 37 - 37 // 8 <= found <= 37 and result == {"n": found} and probes <= 8
+    assert largest(lambda n: {"n": n}, 4, 20)[:2] == (20, {"n": 20})  # capped
+    assert largest(lambda n: None, 4, 20)[:2] == (0, None)  # nothing fits
+
+
+def test_batch_memory_reports_the_largest_batch_per_feature(tmp_path):
+    out = tmp_path / "batch_memory.json"
+    printed = run_benchmark("batch_memory.py", *TINY_PAIR, "--budget-mib", "1e9", "--start", "4", "--max-batch",
+                            "8", "--features", "plain", "accum_freq", "--work-dir", str(tmp_path), "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["feature"], r["micro_batch"], r["accum_freq"], r["effective_batch"], r["at_cap"]) for r in rows] == [
+        ("plain", 8, 1, 8, True), ("accum_freq", 8, 2, 16, True)]
+    assert all(0 < r["peak_mib"] < 1e9 for r in rows)
+    assert len(markdown_table(printed)) == 2 + 2 and "| plain | ≥ 8 | 8 × 1 |" in printed
+
+
+def test_feature_cost_times_every_feature_against_plain(tmp_path):
+    out, png = tmp_path / "feature_cost.json", tmp_path / "feature_cost.png"
+    run_benchmark("feature_cost.py", *TINY_PAIR, "--batch", "4", "--steps", "1", "--tile", "2",
+                  "--work-dir", str(tmp_path), "--out", str(out), "--plot", str(png))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["feature"] for r in rows] == ["plain", "accum_freq 2", "accum_freq 4", "grad_checkpointing",
+                                           "loss_tile 2", "bf16 autocast"]
+    assert [(r["batch"], r["accum_freq"]) for r in rows[:3]] == [(4, 1), (2, 2), (1, 4)]
+    assert rows[0]["time_x_plain"] == 1.0
+    assert all(r["samples_per_s"] > 0 and r["peak"] > 0 and torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + len(rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

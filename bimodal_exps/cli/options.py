@@ -21,7 +21,9 @@ from models.losses import LOSS_HPARAMS, used_hparams
 __all__ = ["UsageError", "parse_args"]
 
 
-def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+def _yaml_defaults(parser: argparse.ArgumentParser, path: str, including: tuple[str, ...] = ()) -> dict:
+    """The flag defaults of a YAML config; a `base: FILE` key (relative to the config) inherits that file's keys,
+    which the config's own keys override (recipes share one base: README "Recipes")."""
     try:
         with open(path, encoding="utf-8") as handle:
             values = YAML(typ="safe").load(handle) or {}
@@ -33,12 +35,22 @@ def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
         raise UsageError(f"--config {path}: nested too deeply to parse (expected flag names and values)") from None
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of flag names to values")
+    inherited = {}
+    if "base" in values:
+        base = values.pop("base")
+        if not isinstance(base, str) or not base:
+            raise UsageError(f"--config {path}: base must name one YAML file (got {base!r})")
+        base_path = os.path.join(os.path.dirname(path), base)
+        chain = (*including, os.path.realpath(path))
+        if os.path.realpath(base_path) in chain:
+            raise UsageError(f"--config {path}: base {base} includes itself")
+        inherited = _yaml_defaults(parser, base_path, chain)
     known = {action.dest for action in parser._actions}
     normalised = {str(key).replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(normalised) - known)
     if unknown:
         raise UsageError(f"--config {path}: unknown keys {', '.join(unknown)}")
-    return normalised
+    return {**inherited, **normalised}
 
 
 def _explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:

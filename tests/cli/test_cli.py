@@ -156,6 +156,24 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
         parse(f"--config {config}")
 
 
+def test_yaml_config_inherits_its_base_and_overrides_it(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "root.yaml").write_text("epochs: 3\nlr: 0.5\nweight_decay: 0.2\n")
+    (tmp_path / "mid.yaml").write_text("base: shared/root.yaml\nlr: 0.25\n")
+    (tmp_path / "leaf.yaml").write_text("base: mid.yaml\nepochs: 4\n")
+    args, _ = parse(f"--config {tmp_path / 'leaf.yaml'} --weight_decay 0.1")
+    assert (args.epochs, args.lr, args.weight_decay) == (4, 0.25, 0.1)
+    (tmp_path / "shared" / "root.yaml").write_text("base: ../leaf.yaml\n")
+    with pytest.raises(UsageError, match="base ../leaf.yaml includes itself"):
+        parse(f"--config {tmp_path / 'leaf.yaml'}")
+    (tmp_path / "mid.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(UsageError, match="base must name one YAML file"):
+        parse(f"--config {tmp_path / 'leaf.yaml'}")
+    (tmp_path / "mid.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(UsageError, match="file not found: .*missing.yaml"):
+        parse(f"--config {tmp_path / 'leaf.yaml'}")
+
+
 def test_resume_without_a_path_means_the_last_checkpoint_of_the_output_dir():
     args, _ = parse("--output_dir out/run --resume")
     assert args.resume == "out/run/checkpoint_last.pth"

@@ -73,6 +73,21 @@ def test_environment_overrides_and_appended_flags():
     assert cmd[-3:] == ["--batch_size_train", "8", "--no-distributed"]
 
 
+def test_recipe_config_replaces_the_default_loss_and_data_flags():
+    cmd = _dry("run.slurm", "--epochs", "1", config="configs/cc3m/sogclr.yaml")
+    assert cmd[cmd.index("--config") + 1] == "configs/cc3m/sogclr.yaml"
+    assert cmd[cmd.index("--output_dir") + 1] == "output/cc3m_sogclr"
+    for flag in ("--ita_type", "--init_model", "--use_amp", "--data", "--train_file", "--train-data"):
+        assert flag not in cmd, flag  # the recipe sets them
+    assert cmd.count("--epochs") == 1
+    assert cmd[-3:] == ["--epochs", "1", "--no-distributed"]
+    shards = _dry("run.slurm", config="configs/cc12m/fastclip_v3.yaml", data="cc12m", data_path="/d")
+    assert shards[shards.index("--train-data") + 1] == "/d/cc12m/{00000..01242}.tar"
+    assert shards[shards.index("--data") + 1] == "cc12m" and "--output_dir" in shards
+    missing = _bash("run.slurm", DRY_RUN="1", config="configs/nope.yaml")
+    assert missing.returncode == 1 and "config=configs/nope.yaml: file not found" in missing.stderr
+
+
 def test_requeue_flag_and_resume_after_a_requeue(tmp_path):
     (tmp_path / "checkpoint_last.pth").write_bytes(b"")
     cmd = _dry("run.slurm", requeue="1", output_dir=str(tmp_path), SLURM_RESTART_COUNT="1")
