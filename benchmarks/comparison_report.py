@@ -26,6 +26,9 @@ README_BEGIN = "<!-- loss-comparison:begin (written by benchmarks/loss_compariso
 README_END = "<!-- loss-comparison:end -->"
 NOTES_BEGIN = "<!-- notes:begin (hand-written; kept when the page is regenerated) -->"
 NOTES_END = "<!-- notes:end -->"
+# Sections of other benchmarks (e.g. distillation.py's) at the end of the page, kept when it is regenerated.
+OTHERS_BEGIN = "<!-- other-benchmarks:begin (hand-written; kept when the page is regenerated) -->"
+OTHERS_END = "<!-- other-benchmarks:end -->"
 EPOCH_PLOT = "metric_vs_epoch.png"
 BATCH_PLOT = "metric_vs_batch.png"
 
@@ -268,14 +271,14 @@ def settings_text(grid: dict) -> str:
     ])
 
 
-def kept_notes(results_md: Path) -> str:
-    """The hand-written notes block of an existing results page, or an empty block."""
+def kept_block(results_md: Path, begin: str = NOTES_BEGIN, end: str = NOTES_END) -> str:
+    """The hand-written block between `begin` and `end` of an existing results page, or an empty block."""
     if results_md.is_file():
         text = results_md.read_text(encoding="utf-8")
-        start, end = text.find(NOTES_BEGIN), text.find(NOTES_END)
-        if 0 <= start < end:
-            return text[start:end + len(NOTES_END)]
-    return f"{NOTES_BEGIN}\n{NOTES_END}"
+        first, last = text.find(begin), text.find(end)
+        if 0 <= first < last:
+            return text[first:last + len(end)]
+    return f"{begin}\n{end}"
 
 
 def results_markdown(rows: list[dict], effects: list[dict], grid: dict, loss_order: list[str],
@@ -337,8 +340,8 @@ def write_report(results: list[RunResult], grid: dict, json_path: Path, results_
         plot_vs_epoch(results, loss_order, plots_dir / EPOCH_PLOT)
         plot_vs_batch(rows, loss_order, plots_dir / BATCH_PLOT)
     plot_link = _link(plots_dir, results_md.parent)
-    page = results_markdown(rows, effects, grid, loss_order, plot_link, kept_notes(results_md))
-    results_md.write_text(page, encoding="utf-8")
+    page = results_markdown(rows, effects, grid, loss_order, plot_link, kept_block(results_md))
+    results_md.write_text(page + "\n" + kept_block(results_md, OTHERS_BEGIN, OTHERS_END) + "\n", encoding="utf-8")
     if readme is not None:
         update_readme(readme, readme_section(rows, loss_order, _link(results_md, readme.parent),
                                              _link(plots_dir, readme.parent)))

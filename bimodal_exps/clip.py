@@ -118,6 +118,20 @@ def build_loss_from_flags(args, num_samples: int, size_from: str, device: torch.
         return build_loss(args.ita_type, num_samples=num_samples, **hparams).to(device)
 
 
+def unlocked_teacher_warning(ita_type: str, loss_fn: torch.nn.Module, model: torch.nn.Module) -> str | None:
+    """One warning line when a uni-directional objective's teacher tower still has trainable parameters: the
+    objective detaches the teacher side (docs/losses.md, distillation objectives), so they never get a gradient."""
+    if not getattr(loss_fn, "uni_directional", False):
+        return None
+    side = loss_fn.teacher
+    tower = model.text_encoder if side == "text" else model.visual_encoder
+    trainable = sum(p.numel() for p in tower.parameters() if p.requires_grad)
+    if not trainable:
+        return None
+    return (f"warning: --ita_type {ita_type} is uni-directional: the teacher ({side}) tower's {trainable:,} trainable "
+            f"parameters get no gradient; --lock_{side} freezes it and saves their backward and optimiser state")
+
+
 def resolve_amp(args, device: torch.device) -> torch.dtype | None:
     if not args.use_amp:
         return None
@@ -264,6 +278,9 @@ def train(args, device: torch.device, env, output_dir: Path) -> dict[str, float]
     if args.cache_teacher:
         return write_teacher_cache(args, model, tokenizer, device, env, num_samples)
     loss_fn = build_loss_from_flags(args, num_samples, size_from, device, model.embed_dim)
+    warning = unlocked_teacher_warning(args.ita_type, loss_fn, model)
+    if warning and env.is_main:
+        print(warning)
     task = ContrastiveTask(model, loss_fn)
     if env.distributed:
         # a uni-directional objective detaches the teacher tower, whose trainable parameters then get no gradient

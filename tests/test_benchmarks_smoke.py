@@ -2,7 +2,9 @@
 
 No timing is asserted: the machines running tests are shared and their timings mean nothing.
 """
+import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +167,32 @@ def test_feature_cost_times_every_feature_against_plain(tmp_path):
     assert all(r["samples_per_s"] > 0 and r["peak"] > 0 and torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + len(rows)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_distillation_writes_a_row_per_objective_and_the_untrained_reference(tmp_path, build_shapes):
+    # two zero-shot images per class, so that the probe's split of the zero-shot set has a test half
+    demo = build_shapes("bench_distill", 64, 20, 2, 32)
+    out = tmp_path / "runs"
+    args = ["--ita-types", "clip", "seed", "--seeds", "3", "--epochs", "1", "--train-size", "32", "--batch-size", "16",
+            "--queue-size", "32", "--prototypes", "16", "--jobs", "2", "--out-dir", str(out), "--demo-dir", str(demo),
+            "--", "--image_encoder", "test_vit", "--workers", "0", "--val_workers", "0"]
+    printed = run_benchmark("distillation.py", *args)
+    with open(out / "distillation.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["objective"] for row in rows] == ["untrained student", "clip", "seed"]
+    assert [row["direction"] for row in rows] == ["–", "bi", "uni"]
+    for row in rows:
+        assert row["seeds"] == "3"
+        for key in ("zeroshot_top1", "val_txt_r1", "val_img_r1", "knn_demo_top1", "linear_demo_top1"):
+            assert 0 <= float(row[key]) <= 100, (row, key)
+            assert math.isnan(float(row[f"{key}_se"]))  # one seed: no standard error
+    assert len(markdown_table(printed)) == 2 + 3
+    assert (out / "distillation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("**/*.pth"))
+    assert "training" not in run_benchmark("distillation.py", *args)  # finished runs are skipped
+
+
+def test_distillation_standard_error_is_the_seed_spread_over_root_n():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from distillation import mean_se
+    assert mean_se([1.0, 2.0, 6.0]) == pytest.approx((3.0, math.sqrt(7.0) / math.sqrt(3.0)))

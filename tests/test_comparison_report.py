@@ -1,4 +1,5 @@
-"""The loss-comparison report's statistics: per-cell mean/std, the small-batch Δ and its standard error."""
+"""The loss-comparison report's statistics: per-cell mean/std, the small-batch Δ and its standard error; the
+hand-written blocks of the results page survive its regeneration."""
 import math
 import sys
 from pathlib import Path
@@ -7,7 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from comparison_report import RunResult, batch_effect, effect_summary, summarise  # noqa: E402
+from comparison_report import (NOTES_BEGIN, NOTES_END, OTHERS_BEGIN, OTHERS_END, RunResult,  # noqa: E402
+                               batch_effect, effect_summary, summarise, write_report)
 
 
 def _run(loss: str, batch: int, seed: int, r1: float) -> RunResult:
@@ -41,3 +43,18 @@ def test_one_seed_gives_no_significance_claim():
     effects = batch_effect(rows)
     assert all(math.isnan(e["se_r1_mean"]) for e in effects)
     assert "needs at least two seeds" in effect_summary(effects, rows)
+
+
+def test_regenerating_the_page_keeps_the_notes_and_the_other_benchmarks_sections(tmp_path):
+    page = tmp_path / "results.md"
+    page.write_text(f"# old\nold table\n{NOTES_BEGIN}\nmy notes\n{NOTES_END}\nold plots\n"
+                    f"{OTHERS_BEGIN}\n## Distillation\nits table\n{OTHERS_END}\n")
+    grid = {"ita_types": ["clip"], "batch_sizes": [32], "seeds": [0], "epochs": 1, "train_frac": 1.0,
+            "warmup_frac": 0.1, "demo_source": "shapes", "demo_counts": {"train_pairs": 64, "retrieval_images": 8,
+                                                                         "zeroshot_classes": 4},
+            "config": "c.yaml", "extra_flags": [], "threads": 1}
+    write_report([_run("clip", 32, 0, 10.0)], grid, tmp_path / "r.json", page, tmp_path / "plots", None)
+    text = page.read_text()
+    assert "old table" not in text and "old plots" not in text
+    assert f"{NOTES_BEGIN}\nmy notes\n{NOTES_END}" in text
+    assert text.endswith(f"{OTHERS_BEGIN}\n## Distillation\nits table\n{OTHERS_END}\n")

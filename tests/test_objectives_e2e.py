@@ -1,5 +1,6 @@
-"""Stateful distillation objectives through clip.py: --resume continues the loss state and prototypes exactly;
-ProtoCLIP's clustering step, external teacher and input checks."""
+"""Distillation objectives through clip.py: --resume continues the loss state and prototypes exactly;
+ProtoCLIP's clustering step, external teacher and input checks; an unlocked teacher of a uni-directional objective
+gets one warning line."""
 import json
 import shlex
 
@@ -9,6 +10,8 @@ import torch
 
 import clip
 from cli.options import UsageError, parse_args
+from models.factory import create_model, tiny_model_config
+from models.losses import build_loss
 
 TINY = ("--image_encoder test_vit --image_res 32 --text_encoder Transformer --text_width 32 --text_heads 2 "
         "--text_layers 1 --context_length 24 --embed_dim 32 --workers 0 --val_workers 0 --no-progress "
@@ -92,3 +95,30 @@ def test_protoclip_lit_phase_freezes_the_image_side_and_resumes_exactly(shapes, 
     resumed = torch.load(tmp_path / "resumed" / "checkpoint_3.pth", weights_only=True)["model"]
     for key, value in after[3].items():
         assert torch.equal(resumed[key], value), key
+
+
+@pytest.mark.parametrize("ita_type, teacher, locks, warned", [
+    ("seed", "text", {}, "--lock_text"),
+    ("seed", "text", {"lock_text": True}, None),
+    ("compress_1q", "text", {"lock_image": True}, "--lock_text"),
+    ("dino", "image", {"lock_text": True}, "--lock_image"),
+    ("protocpc", "image", {"lock_image": True}, None),
+    ("compress_2q", "text", {}, None),
+    ("simreg", "text", {}, None),
+    ("clip", "text", {}, None),
+])
+def test_an_unlocked_teacher_of_a_uni_directional_objective_is_warned_about(ita_type, teacher, locks, warned):
+    model = create_model(tiny_model_config(embed_dim=16, **locks))
+    loss_fn = build_loss(ita_type, num_samples=8, embed_dim=16, memory_bank_size=16, num_prototypes=16,
+                         teacher=teacher)  # clip ignores --teacher
+    warning = clip.unlocked_teacher_warning(ita_type, loss_fn, model)
+    if warned is None:
+        assert warning is None
+    else:
+        assert warning.startswith("warning:") and warned in warning and "\n" not in warning
+
+
+def test_clip_py_prints_the_unlocked_teacher_warning_once(shapes, tmp_path, capsys):
+    common = f"--data_path {shapes}/datasets --ann_path {shapes}/clip_train {TINY} --epochs 1 --train_size 32"
+    assert clip.main(shlex.split(f"{common} --ita_type seed --output_dir {tmp_path}/seed")) == 0
+    assert capsys.readouterr().out.count("--lock_text") == 1
