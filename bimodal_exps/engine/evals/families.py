@@ -60,18 +60,37 @@ class ImageFamily:
                                        embeddings)
 
     def run(self, model: torch.nn.Module) -> dict[str, float]:
-        """`linear_<set>_top1` (+ `_best_top1` in pytorch mode), `knn_<set>_top1`, `cluster_<set>_{ami,nmi,ari}`."""
+        """`linear_<set>_top1` (+ `_best_top1` in pytorch mode), `knn_<set>_top1`, `cluster_<set>_{ami,nmi,ari}`;
+        a set too small for a metric skips it with one line naming the set and the reason."""
         results: dict[str, float] = {}
         for probe in self.sets:
-            test, test_labels = self._features(model, probe.test)
-            embedded, all_labels = self._features(model, probe.test, embeddings=True)
-            if probe.train is None:
-                train_rows, test_rows = image.stratified_halves(test_labels, self.settings.seed)
-                train, train_labels = test[train_rows], test_labels[train_rows]
-                test, test_labels = test[test_rows], test_labels[test_rows]
-            else:
-                train, train_labels = self._features(model, probe.train)
+            results.update(self._run_set(model, probe))
+        return results
+
+    def _run_set(self, model: torch.nn.Module, probe: ProbeSet) -> dict[str, float]:
+        test, test_labels = self._features(model, probe.test)
+        embedded, all_labels = self._features(model, probe.test, embeddings=True)
+        split = probe.train is None
+        if split:
+            train_rows, test_rows = image.stratified_halves(test_labels, self.settings.seed)
+            train, train_labels = test[train_rows], test_labels[train_rows]
+            test, test_labels = test[test_rows], test_labels[test_rows]
+        else:
+            train, train_labels = self._features(model, probe.train)
+        results: dict[str, float] = {}
+        where = f"linear family, set {probe.name}" + (" (split in stratified halves)" if split else "")
+        problem = image.probe_split_problem(train_labels, test_labels)
+        if problem:
+            print(f"{where}: {problem}; skipping its linear probe and k-NN")
+        else:
+            singles = int((all_labels.bincount() == 1).sum()) if split else 0
+            if singles:
+                print(f"{where}: {singles} class(es) with one image are in the training half only")
             results.update(on_rank0(lambda: self._probe(probe.name, train, train_labels, test, test_labels)))
+        problem = image.clustering_problem(all_labels)
+        if problem:
+            print(f"{where}: {problem}; skipping its clustering scores")
+        else:
             results.update(on_rank0(lambda: {f"cluster_{probe.name}_{k}": v for k, v in image.clustering_scores(
                 embedded, all_labels, seed=self.settings.seed).items()}))
         return results

@@ -127,9 +127,27 @@ def clustering_scores(features: torch.Tensor, labels: torch.Tensor, num_clusters
             "ari": 100.0 * adjusted_rand_score(y, clusters)}
 
 
+def probe_split_problem(train_labels: torch.Tensor, test_labels: torch.Tensor) -> str | None:
+    """Why a (train, test) split cannot give a linear-probe or k-NN accuracy, or None when it can: both need
+    a test image and training images of at least two classes (one class is a trivial 100 %)."""
+    if len(test_labels) == 0:
+        return "no test images"
+    classes = len(train_labels.unique())
+    return None if classes >= 2 else f"training images of {classes} class{'es' if classes != 1 else ''} (needs 2)"
+
+
+def clustering_problem(labels: torch.Tensor) -> str | None:
+    """Why k-means with k = classes cannot be scored against `labels`, or None when it can: it needs two classes
+    and more images than classes (one image per class is a trivial perfect clustering)."""
+    classes = len(labels.unique())
+    if classes < 2:
+        return f"{classes} class{'es' if classes != 1 else ''} (needs 2)"
+    return None if len(labels) > classes else f"one image per class ({classes} images)"
+
+
 def stratified_halves(labels: torch.Tensor, seed: int = 0) -> tuple[list[int], list[int]]:
     """(train, test) indices: per class a seeded permutation, the first half (rounded up) for train — a probe
-    split of a set that has no train split of its own (the zero-shot set)."""
+    split of a set that has no train split of its own (the zero-shot set). A class of one image is train only."""
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for label in labels.unique().tolist():

@@ -1,0 +1,56 @@
+"""The linear family on sets too small for a metric: each skipped with one line naming the set, no traceback."""
+import torch
+
+from engine.evals.families import ImageFamily, ProbeSet, ProbeSettings
+from engine.evals.image import clustering_problem, probe_split_problem
+
+
+class FlatFeatures(torch.nn.Module):
+    """Stands in for a CLIP model: the flattened image is both the backbone feature and the embedding."""
+
+    def encode_image_backbone(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(images.flatten(1), dim=1)
+
+
+def labelled_images(per_class: list[int]) -> list[tuple[torch.Tensor, int]]:
+    """Images near one-hot class centres, `per_class[c]` of class c."""
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.eye(4)[c].reshape(1, 2, 2) * 3 + 0.05 * torch.randn(1, 2, 2, generator=generator), c)
+            for c, count in enumerate(per_class) for _ in range(count)]
+
+
+def run_family(sets: list[ProbeSet], mode: str = "pytorch") -> dict[str, float]:
+    settings = ProbeSettings(mode=mode, C=1.0, knn_k=1, batch_size=4, workers=0)
+    return ImageFamily(sets, torch.device("cpu"), settings).run(FlatFeatures())
+
+
+def test_one_image_per_class_skips_probes_and_clustering_with_one_line_each(capsys):
+    for mode in ("pytorch", "sklearn"):
+        assert run_family([ProbeSet("zeroshot", labelled_images([1, 1, 1]))], mode) == {}
+        out = capsys.readouterr().out.splitlines()
+        assert out == ["linear family, set zeroshot (split in stratified halves): no test images; skipping its "
+                       "linear probe and k-NN",
+                       "linear family, set zeroshot (split in stratified halves): one image per class (3 images); "
+                       "skipping its clustering scores"]
+
+
+def test_single_image_classes_train_only_and_one_class_sets_are_skipped(capsys):
+    results = run_family([ProbeSet("zeroshot", labelled_images([4, 4, 1]))])
+    assert {"linear_zeroshot_top1", "knn_zeroshot_top1", "cluster_zeroshot_ami"} <= set(results)
+    assert "1 class(es) with one image are in the training half only" in capsys.readouterr().out
+    one_class = ProbeSet("folders", labelled_images([3]), train=labelled_images([3]))
+    assert run_family([one_class]) == {}
+    out = capsys.readouterr().out
+    assert "set folders: training images of 1 class (needs 2); skipping its linear probe and k-NN" in out
+    assert "set folders: 1 class (needs 2); skipping its clustering scores" in out
+
+
+def test_problem_checks_accept_the_smallest_usable_sets():
+    assert probe_split_problem(torch.tensor([0, 1]), torch.tensor([1])) is None
+    assert probe_split_problem(torch.tensor([0, 1]), torch.tensor([], dtype=torch.long)) == "no test images"
+    assert probe_split_problem(torch.tensor([], dtype=torch.long), torch.tensor([0])).startswith("training images of 0")
+    assert clustering_problem(torch.tensor([0, 0, 1])) is None
+    assert clustering_problem(torch.tensor([0, 1])) == "one image per class (2 images)"
