@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from engine.evals.image import (clustering_scores, knn_top1, linear_probe_pytorch, linear_probe_sklearn,
-                                stratified_halves)
+from engine.evals.image import (ProbeDiverged, clustering_scores, knn_top1, linear_probe_pytorch,
+                                linear_probe_sklearn, stratified_halves)
 
 
 def blobs(per_class: int = 20, classes: int = 3, dim: int = 8, spread: float = 0.05, seed: int = 0):
@@ -48,6 +48,15 @@ def test_pytorch_probe_reports_best_epoch_at_least_final_and_is_seeded():
     first = linear_probe_pytorch(train, train_labels, test, test_labels, seed=1, epochs=5)
     assert first == linear_probe_pytorch(train, train_labels, test, test_labels, seed=1, epochs=5)
     assert first["best_top1"] >= first["top1"]
+
+
+def test_pytorch_probe_raises_instead_of_scoring_nan_logits():
+    train, train_labels = blobs(seed=0)
+    test, test_labels = blobs(seed=1)
+    scaled = linear_probe_pytorch(train * 1e6, train_labels, test * 1e6, test_labels)  # large but finite: trains
+    assert scaled["top1"] == 100.0 and scaled["loss_last"] < scaled["loss_first"]
+    with pytest.raises(ProbeDiverged, match="non-finite"):  # overflows float32 in the first step
+        linear_probe_pytorch(train * 1e30, train_labels, test * 1e30, test_labels)
 
 
 def test_clustering_is_100_on_separated_blobs_and_near_0_for_random_labels():

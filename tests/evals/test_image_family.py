@@ -12,13 +12,13 @@ class FlatFeatures(torch.nn.Module):
         return images.flatten(1)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(images.flatten(1), dim=1)
+        return torch.nn.functional.normalize(images.flatten(1).double(), dim=1).float()  # no overflow at 1e30
 
 
-def labelled_images(per_class: list[int]) -> list[tuple[torch.Tensor, int]]:
-    """Images near one-hot class centres, `per_class[c]` of class c."""
+def labelled_images(per_class: list[int], scale: float = 1.0) -> list[tuple[torch.Tensor, int]]:
+    """Images near one-hot class centres (times `scale`), `per_class[c]` of class c."""
     generator = torch.Generator().manual_seed(0)
-    return [(torch.eye(4)[c].reshape(1, 2, 2) * 3 + 0.05 * torch.randn(1, 2, 2, generator=generator), c)
+    return [(scale * (torch.eye(4)[c].reshape(1, 2, 2) * 3 + 0.05 * torch.randn(1, 2, 2, generator=generator)), c)
             for c, count in enumerate(per_class) for _ in range(count)]
 
 
@@ -54,3 +54,13 @@ def test_problem_checks_accept_the_smallest_usable_sets():
     assert probe_split_problem(torch.tensor([], dtype=torch.long), torch.tensor([0])).startswith("training images of 0")
     assert clustering_problem(torch.tensor([0, 0, 1])) is None
     assert clustering_problem(torch.tensor([0, 1])) == "one image per class (2 images)"
+
+
+def test_a_diverged_sgd_probe_is_skipped_not_reported_as_an_accuracy(capsys):
+    # features of norm ~1e30: the first SGD step sends the logits to inf, argmax of NaN rows is class 0
+    huge = ProbeSet("huge", labelled_images([6, 6, 6], 1e30), train=labelled_images([6, 6, 6], 1e30))
+    results = run_family([huge])
+    assert not any(key.startswith("linear_") for key in results) and "knn_huge_top1" in results
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["linear family, set huge: the SGD probe diverged on raw features (non-finite test logits after "
+                   "epoch 1); skipping its linear probe (try --linear_prob_mode sklearn)"]

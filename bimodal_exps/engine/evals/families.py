@@ -99,14 +99,26 @@ class ImageFamily:
                test_labels: torch.Tensor) -> dict[str, float]:
         settings = self.settings
         if settings.mode == "pytorch":
-            probe = image.linear_probe_pytorch(train, train_labels, test, test_labels, seed=settings.seed)
-            linear = {f"linear_{name}_top1": probe["top1"], f"linear_{name}_best_top1": probe["best_top1"]}
+            linear = self._sgd_probe(name, train, train_labels, test, test_labels)
         else:
             C = settings.C if settings.mode == "sklearn" else None
             linear = {f"linear_{name}_top1": image.linear_probe_sklearn(train, train_labels, test, test_labels, C,
                                                                         settings.seed)["top1"]}
         knn = image.knn_top1(train, train_labels, test, test_labels, settings.knn_k, settings.knn_temp)
         return {**linear, f"knn_{name}_top1": knn}
+
+    def _sgd_probe(self, name: str, train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
+                   test_labels: torch.Tensor) -> dict[str, float]:
+        """The pytorch probe's keys, or none (one line naming the set) when it diverged: argmax over NaN logits
+        picks class 0 for every image, which would report class 0's share as an accuracy."""
+        where = f"linear family, set {name}"
+        try:
+            probe = image.linear_probe_pytorch(train, train_labels, test, test_labels, seed=self.settings.seed)
+        except image.ProbeDiverged as diverged:
+            print(f"{where}: the SGD probe diverged on raw features ({diverged}); skipping its linear probe "
+                  "(try --linear_prob_mode sklearn)")
+            return {}
+        return {f"linear_{name}_top1": probe["top1"], f"linear_{name}_best_top1": probe["best_top1"]}
 
 
 @dataclass

@@ -56,11 +56,16 @@ def knn_top1(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor
     return 100.0 * correct / len(test)
 
 
+class ProbeDiverged(ArithmeticError):
+    """The SGD probe's loss or test logits became non-finite: its accuracy would be argmax of NaN, not a result."""
+
+
 def linear_probe_pytorch(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
                          test_labels: torch.Tensor, seed: int = 0, epochs: int = 100, lr: float = 0.004,
                          batch_size: int = 1024) -> dict[str, float]:
     """ITRA's SGD probe: one Linear layer (N(0, 0.01²) weights) on raw features, momentum 0.9, no weight decay,
-    cosine-annealed per epoch to 0, batches shuffled with `seed`. Returns final and best-epoch test accuracy (%)."""
+    cosine-annealed per epoch to 0, batches shuffled with `seed`. Returns final and best-epoch test accuracy (%)
+    and the mean training loss of the first and last epoch; raises ProbeDiverged on a non-finite loss or logit."""
     generator = torch.Generator().manual_seed(seed)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     head = torch.nn.Linear(train.shape[1], num_classes)
@@ -69,19 +74,28 @@ def linear_probe_pytorch(train: torch.Tensor, train_labels: torch.Tensor, test: 
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0.0)
     best = final = 0.0
-    for _ in range(epochs):
+    epoch_losses = []
+    for epoch in range(epochs):
         order = torch.randperm(len(train), generator=generator)
+        losses = []
         for start in range(0, len(train), batch_size):
             batch = order[start:start + batch_size]
             loss = torch.nn.functional.cross_entropy(head(train[batch]), train_labels[batch])
+            if not torch.isfinite(loss):
+                raise ProbeDiverged(f"non-finite training loss in epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            losses.append(loss.item() * len(batch))
+        epoch_losses.append(sum(losses) / len(train))
         scheduler.step()
         with torch.no_grad():
-            final = 100.0 * float((head(test).argmax(dim=1) == test_labels).float().mean())
+            logits = head(test)
+            if not torch.isfinite(logits).all():
+                raise ProbeDiverged(f"non-finite test logits after epoch {epoch + 1}")
+            final = 100.0 * float((logits.argmax(dim=1) == test_labels).float().mean())
         best = max(best, final)
-    return {"top1": final, "best_top1": best}
+    return {"top1": final, "best_top1": best, "loss_first": epoch_losses[0], "loss_last": epoch_losses[-1]}
 
 
 def linear_probe_sklearn(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
