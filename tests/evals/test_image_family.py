@@ -64,3 +64,16 @@ def test_a_diverged_sgd_probe_is_skipped_not_reported_as_an_accuracy(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out == ["linear family, set huge: the SGD probe diverged on raw features (non-finite test logits after "
                    "epoch 1); skipping its linear probe (try --linear_prob_mode sklearn)"]
+
+
+def test_a_barely_trained_sgd_probe_is_reported_with_a_warning(capsys):
+    # features of norm ~3e-3: 100 steps at lr 0.004 leave the head at its init and the loss at ln 3
+    tiny = ProbeSet("tiny", labelled_images([6, 6, 6], 1e-3), train=labelled_images([6, 6, 6], 1e-3))
+    assert "linear_tiny_top1" in run_family([tiny])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("linear family, set tiny: the SGD probe's training loss only fell "
+                                               "from 1.099 to 1.099")  # ln 3
+    assert out[0].endswith("its head barely trained and its accuracy says little about the features "
+                           "(try --linear_prob_mode sklearn)")
+    assert run_family([ProbeSet("plain", labelled_images([6, 6, 6]), train=labelled_images([6, 6, 6]))])
+    assert capsys.readouterr().out == ""  # unscaled, the probe trains: no warning

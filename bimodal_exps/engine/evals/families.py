@@ -25,6 +25,11 @@ def on_rank0(compute: Callable[[], dict[str, float]]) -> dict[str, float]:
     return broadcast_from_main(compute() if rank_and_world()[0] == 0 else None)
 
 
+# The SGD probe counts as barely trained when its last epoch's loss is above this share of its first epoch's:
+# a set under 1024 images takes one step per epoch, and features of small norm move the head little per step.
+UNDERTRAINED_LOSS_RATIO = 0.9
+
+
 @dataclass
 class ProbeSet:
     """Labelled images for the frozen-feature probes; without `train`, `test` is split in stratified halves."""
@@ -110,7 +115,8 @@ class ImageFamily:
     def _sgd_probe(self, name: str, train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor,
                    test_labels: torch.Tensor) -> dict[str, float]:
         """The pytorch probe's keys, or none (one line naming the set) when it diverged: argmax over NaN logits
-        picks class 0 for every image, which would report class 0's share as an accuracy."""
+        picks class 0 for every image, which would report class 0's share as an accuracy. A one-line warning when
+        its training loss barely fell: the head is still near its random init, so the accuracy says little."""
         where = f"linear family, set {name}"
         try:
             probe = image.linear_probe_pytorch(train, train_labels, test, test_labels, seed=self.settings.seed)
@@ -118,6 +124,10 @@ class ImageFamily:
             print(f"{where}: the SGD probe diverged on raw features ({diverged}); skipping its linear probe "
                   "(try --linear_prob_mode sklearn)")
             return {}
+        if probe["loss_last"] > UNDERTRAINED_LOSS_RATIO * probe["loss_first"]:
+            print(f"{where}: the SGD probe's training loss only fell from {probe['loss_first']:.3f} to "
+                  f"{probe['loss_last']:.3f} (raw features of mean norm {float(train.norm(dim=1).mean()):.3g}): its head "
+                  "barely trained and its accuracy says little about the features (try --linear_prob_mode sklearn)")
         return {f"linear_{name}_top1": probe["top1"], f"linear_{name}_best_top1": probe["best_top1"]}
 
 
