@@ -58,3 +58,10 @@ def test_shared_settings_are_fastclips(folder, per_gpu, epochs, image):
     assert model.embed_dim == EMBED_DIM[folder]
     v3, _ = parse_args(["--config", str(CONFIGS / folder / "fastclip_v3.yaml"), "--lr", "5e-4"])
     assert v3.lr == 5e-4 and v3.rho == {"cc3m": 6.5, "cc12m": 8.5}[folder]  # flags still override
+
+
+@pytest.mark.parametrize("folder, betas", [("cc3m", (0.999, 1e-8)), ("cc12m", (0.98, 1e-6))])
+def test_fastclip_v2_tau_rule_uses_fastclips_adam_settings_of_the_tower(folder, betas):
+    """FastCLIP's per-sample τ rule reuses its optimiser's β2/ε: ResNet (CC3M) and ViT (CC12M) settings."""
+    args, _ = parse_args(["--config", str(CONFIGS / folder / "fastclip_v2.yaml")])
+    assert (args.tau_beta2, args.tau_eps) == betas
