@@ -44,6 +44,8 @@ def _yaml_defaults(parser: argparse.ArgumentParser, path: str, including: tuple[
         chain = (*including, os.path.realpath(path))
         if os.path.realpath(base_path) in chain:
             raise UsageError(f"--config {path}: base {base} includes itself")
+        if not os.path.isfile(base_path):
+            raise UsageError(f"--config {path}: base {base} not found (looked for {base_path})")
         inherited = _yaml_defaults(parser, base_path, chain)
     known = {action.dest for action in parser._actions}
     normalised = {str(key).replace("-", "_"): value for key, value in values.items()}

@@ -170,7 +170,11 @@ def test_yaml_config_inherits_its_base_and_overrides_it(tmp_path):
     with pytest.raises(UsageError, match="base must name one YAML file"):
         parse(f"--config {tmp_path / 'leaf.yaml'}")
     (tmp_path / "mid.yaml").write_text("base: missing.yaml\n")
-    with pytest.raises(UsageError, match="file not found: .*missing.yaml"):
+    with pytest.raises(UsageError, match=r"mid.yaml: base missing.yaml not found \(looked for .*missing.yaml\)$"):
+        parse(f"--config {tmp_path / 'leaf.yaml'}")
+    (tmp_path / "mid.yaml").write_text("base: shared/root.yaml\n")
+    (tmp_path / "shared" / "root.yaml").write_text("epochs: 3\nno_such_flag: 1\n")
+    with pytest.raises(UsageError, match=r"root.yaml: unknown keys no_such_flag$"):
         parse(f"--config {tmp_path / 'leaf.yaml'}")
 
 
