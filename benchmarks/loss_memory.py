@@ -8,7 +8,8 @@ so B is the global batch); peak memory and median time are measured as in `loss_
 on CUDA, the profiler's per-op memory events on CPU). Untiled, the loss keeps B×B similarity and weight
 matrices (O(B²)); tiled, blocks of N×N are formed and recomputed in the backward (O(N² + B·d)).
 Inf-CL (PyPI `inf-cl`, the tiled InfoNCE of Inf-CLIP) needs CUDA kernels (Triton), so it has no CPU row;
-on a GPU: `--device cuda --batch-sizes 4096 16384 65536 --tile 4096`.
+on a GPU: `--device cuda --batch-sizes 4096 16384 65536 --tile 4096`. `--untiled-max 16384` leaves out the untiled
+rows that cannot fit (B = 65,536 untiled needs about 100 GiB), so the tiled 64k row runs on a small machine.
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--untiled-max", type=int, default=None,
+                        help="skip untiled rows above this B (their B×B matrices need O(B²) memory: 100 GiB at 64k)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON (after every row) and .md")
     args = parser.parse_args()
     if args.threads:
@@ -77,7 +80,8 @@ def main() -> None:
     rows = []
     for batch in args.batch_sizes:
         for name in args.losses:
-            for tile in (0, args.tile):
+            untiled = args.untiled_max is None or batch <= args.untiled_max
+            for tile in (0, args.tile) if untiled else (args.tile,):
                 rows.append(measure(name, batch, args.dim, tile, args.repeats, device))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                 if args.out:
