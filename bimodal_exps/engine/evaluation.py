@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.sample_rng import iter_keeping_rng
 from dataset.zeroshot import ZeroShotBenchmark
-from engine.checkpoint import NonFiniteModel
+from engine.checkpoint import NonFiniteModel, preserved_rng_state
 from engine.distributed import gather_shards, shard_range
 from engine.evals.schedule import EvalSchedule
 from engine.metrics import retrieval_metrics, topk_correct
@@ -177,7 +177,13 @@ class EvalSuite:
     def run(self, model: torch.nn.Module, epochs_done: int | None = None,
             epochs: int = 0) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
         """(retrieval, zero-shot, other families' metrics) of the evaluations due after `epochs_done` epochs
-        (None: all of them); an absent or not-due evaluation gives no keys."""
+        (None: all of them); an absent or not-due evaluation gives no keys. The RNG states are put back
+        afterwards (loaders and probes draw from them), so how often a run evaluates never changes its training."""
+        with preserved_rng_state():
+            return self._run_due(model, epochs_done, epochs)
+
+    def _run_due(self, model: torch.nn.Module, epochs_done: int | None,
+                 epochs: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
         retrieval, zeroshot, extra = {}, {}, {}
         if self.retrieval_set is not None and self.schedule.due("retrieval", epochs_done, epochs):
             retrieval = evaluate_retrieval(model, self.tokenizer, self.retrieval_set, self.device,

@@ -1,8 +1,14 @@
-"""The linear family on sets too small for a metric: each skipped with one line naming the set, no traceback."""
+"""The linear family on sets too small for a metric (each skipped with one line naming the set, no traceback), and
+the suite leaving the RNG streams as they were."""
+import random
+
+import numpy as np
 import torch
 
 from engine.evals.families import ImageFamily, ProbeSet, ProbeSettings
 from engine.evals.image import clustering_problem, probe_split_problem
+from engine.evals.schedule import EvalSchedule
+from engine.evaluation import EvalSuite
 
 
 class FlatFeatures(torch.nn.Module):
@@ -77,3 +83,19 @@ def test_a_barely_trained_sgd_probe_is_reported_with_a_warning(capsys):
                            "(try --linear_prob_mode sklearn)")
     assert run_family([ProbeSet("plain", labelled_images([6, 6, 6]), train=labelled_images([6, 6, 6]))])
     assert capsys.readouterr().out == ""  # unscaled, the probe trains: no warning
+
+
+def test_evaluation_leaves_every_rng_stream_as_it_was():
+    # loaders and the SGD probe draw from the global generators; evaluating must not shift a run's later dropout,
+    # augmentation or loss sampling, or how often a run evaluates would change what it trains
+    family = ImageFamily([ProbeSet("zeroshot", labelled_images([6, 6, 6]))], torch.device("cpu"),
+                         ProbeSettings(mode="pytorch", C=1.0, knn_k=1, batch_size=4, workers=0))
+    suite = EvalSuite(tokenizer=None, device=torch.device("cpu"), extra=[family],
+                      schedule=EvalSchedule(families=("linear",)))
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    expected = torch.rand(3), np.random.rand(3), random.random()
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    _, _, metrics = suite.run(FlatFeatures())
+    assert "linear_zeroshot_top1" in metrics
+    after = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(after[0], expected[0]) and np.array_equal(after[1], expected[1]) and after[2] == expected[2]
