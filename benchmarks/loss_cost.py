@@ -150,6 +150,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    for path in (args.out, args.out_md):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)  # before the measurements, not after
     rows = run(args.batch_sizes, args.dim, args.repeats, device)
     table = markdown(rows, args.batch_sizes)
     print(table)

@@ -75,6 +75,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # before the first row, which may take an hour
     meta = {"device": str(device), "dim": args.dim, "tile": args.tile, "repeats": args.repeats,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
     rows = []

@@ -46,7 +46,7 @@ def markdown_table(text: str) -> list[str]:
 
 
 def test_loss_cost_reports_the_matmul_floor(tmp_path):
-    out = tmp_path / "loss_cost.json"
+    out = tmp_path / "new" / "loss_cost.json"  # the folder is created
     run_benchmark("loss_cost.py", "--batch-sizes", "16", "--dim", "16", "--repeats", "1", "--threads", "1",
                   "--out", str(out))
     rows = json.loads(out.read_text())["rows"]
@@ -58,13 +58,15 @@ def test_loss_cost_reports_the_matmul_floor(tmp_path):
 
 
 def test_loss_memory_reports_tiled_and_untiled_rows(tmp_path):
-    out = tmp_path / "loss_memory.json"
-    run_benchmark("loss_memory.py", "--batch-sizes", "32", "--dim", "8", "--tile", "8", "--repeats", "1",
-                  "--threads", "1", "--losses", "clip", "siglip", "--out", str(out))
+    out = tmp_path / "new" / "loss_memory.json"  # the folder is created
+    run_benchmark("loss_memory.py", "--batch-sizes", "16", "32", "--dim", "8", "--tile", "8", "--repeats", "1",
+                  "--threads", "1", "--losses", "clip", "siglip", "--untiled-max", "16", "--out", str(out))
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["loss"], r["tile"]) for r in rows] == [("clip", 0), ("clip", 8), ("siglip", 0), ("siglip", 8)]
+    # above --untiled-max only the tiled rows run
+    assert [(r["loss"], r["batch"], r["tile"]) for r in rows] == [
+        ("clip", 16, 0), ("clip", 16, 8), ("siglip", 16, 0), ("siglip", 16, 8), ("clip", 32, 8), ("siglip", 32, 8)]
     assert all(r["ms"] > 0 and r["peak_mib"] > 0 for r in rows)
-    assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + 2
+    assert len(markdown_table(out.with_suffix(".md").read_text())) == 2 + 4
 
 
 def test_throughput_vs_openclip_runs_both_trainers(tmp_path, shapes):
