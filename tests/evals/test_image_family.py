@@ -9,6 +9,7 @@ from engine.evals.families import ImageFamily, ProbeSet, ProbeSettings
 from engine.evals.image import clustering_problem, probe_split_problem
 from engine.evals.schedule import EvalSchedule
 from engine.evaluation import EvalSuite
+from engine.runtime import seed_everything
 
 
 class FlatFeatures(torch.nn.Module):
@@ -92,9 +93,9 @@ def test_evaluation_leaves_every_rng_stream_as_it_was():
                          ProbeSettings(mode="pytorch", C=1.0, knn_k=1, batch_size=4, workers=0))
     suite = EvalSuite(tokenizer=None, device=torch.device("cpu"), extra=[family],
                       schedule=EvalSchedule(families=("linear",)))
-    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    seed_everything(5)
     expected = torch.rand(3), np.random.rand(3), random.random()
-    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    seed_everything(5)
     _, _, metrics = suite.run(FlatFeatures())
     assert "linear_zeroshot_top1" in metrics
     after = torch.rand(3), np.random.rand(3), random.random()
